@@ -1,0 +1,64 @@
+"""The Env contract: what every simulator family speaks (Observation in, action out).
+
+Gymnasium-shaped but smaller: `reset(episode) -> Observation`, `step(action) -> Step`,
+`get_state()/set_state()` for planners that need to rewind the simulator, `close()`.
+Adapters per family live beside this module; behaviour is added by wrapping, not by flags.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One observation of one robot.
+
+    images: camera name -> uint8 array (H, W, 3), upright (row 0 is the top of the picture).
+        Empty when the env runs without cameras (`render_cameras = false`).
+    proprio: float32 (P,) robot state; LIBERO: gripper qpos (2) + eef pos (3, metres)
+        + eef quaternion (4, xyzw) = 9 values.
+    instruction: the task's natural-language instruction.
+    privileged: simulator ground truth a privileged (scripted) policy may read, e.g. object poses
+        `"<object>_pos"` (3,) in metres and the task's goal predicates `"goal"`. Learned policies
+        must not read it.
+    """
+
+    images: Mapping[str, np.ndarray]
+    proprio: np.ndarray
+    instruction: str
+    privileged: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What `Env.step` returns: the next observation, whether the episode ended, and why."""
+
+    obs: Observation
+    done: bool
+    success: bool
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Env(Protocol):
+    """A simulator of one family, created inside its worker process."""
+
+    action_dim: int
+    max_steps: int
+
+    def reset(self, task_id: int, trial: int, seed: int) -> Observation:
+        """Start trial `trial` of task `task_id` from the suite's fixed init state; settle it."""
+
+    def step(self, action: np.ndarray) -> Step:
+        """Apply one action, shape (action_dim,) float in env units."""
+
+    def get_state(self) -> np.ndarray:
+        """The full simulator state as a flat float64 vector (restorable with set_state)."""
+
+    def set_state(self, state: np.ndarray) -> Observation:
+        """Restore a state from get_state(); returns the observation there."""
+
+    def close(self) -> None:
+        """Free the simulator and its render context."""

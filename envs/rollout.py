@@ -1,0 +1,93 @@
+"""The episode loop. It runs inside an EnvWorker; the driver only schedules and records.
+
+reset (init state + wait steps) -> loop { decide(obs, query seed) -> execute the first
+open_loop_steps actions of the chunk } until success or the step limit. Exceptions become the
+episode's `error` (with traceback), never a silent failure.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robofleet.envs.contract import Env
+from robofleet.envs.video import RolloutVideo
+from robofleet.planners.contract import Planner
+from robofleet.platform.episodes import EpisodeSpec
+from robofleet.platform.seeds import query_seed
+
+log = logging.getLogger(__name__)
+
+
+def run_episode(
+    env: Env,
+    planner: Planner,
+    episode: EpisodeSpec,
+    open_loop_steps: int | None = None,
+    video_path: Path | None = None,
+) -> dict[str, Any]:
+    """Run one episode; returns the result fields of its row (see platform/results.py).
+
+    open_loop_steps: how many leading actions of each predicted chunk to execute before asking
+        again (None = the whole chunk). The first ones, never the last ones.
+    """
+    timings = {"reset_s": 0.0, "policy_s": 0.0, "env_s": 0.0}
+    steps = queries = 0
+    success = False
+    error = ""
+    plan_stats: list[dict[str, Any]] = []
+    video = None
+    start = time.perf_counter()
+    try:
+        video = RolloutVideo(video_path) if video_path is not None else None
+        t = time.perf_counter()
+        planner.reset()
+        obs = env.reset(episode.task_id, episode.trial, episode.seed)
+        timings["reset_s"] = time.perf_counter() - t
+        if video:
+            video.add(obs)
+        while steps < env.max_steps and not success:
+            t = time.perf_counter()
+            decision = planner.decide(obs, query_seed(episode.seed, queries))
+            timings["policy_s"] += time.perf_counter() - t
+            queries += 1
+            if len(decision.stats) > 1:  # more than a latency: a planner's choice worth keeping
+                plan_stats.append(dict(decision.stats))
+            chunk = np.asarray(decision.prediction.actions)
+            if chunk.ndim != 2 or len(chunk) == 0:
+                raise ValueError(f"policy returned an action chunk of shape {chunk.shape}; expected (K>=1, d_act)")
+            n = len(chunk) if open_loop_steps is None else min(open_loop_steps, len(chunk))
+            t = time.perf_counter()
+            for action in chunk[:n]:
+                result = env.step(action)
+                steps += 1
+                obs = result.obs
+                if video:
+                    video.add(obs)
+                if result.success:
+                    success = True
+                    break
+                if steps >= env.max_steps:
+                    break
+            timings["env_s"] += time.perf_counter() - t
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded error with its cause
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        log.warning("episode %s failed: %s", episode.episode_id, exc)
+    finally:
+        if video:
+            video.close()
+    return {
+        "success": int(success),
+        "steps": steps,
+        "queries": queries,
+        "error": error,
+        "wall_s": time.perf_counter() - start,
+        **timings,
+        "video": str(video_path) if video_path is not None else "",
+        "plan_stats": json.dumps(plan_stats) if plan_stats else "",
+    }

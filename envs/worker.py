@@ -1,0 +1,78 @@
+"""EnvWorker: a Ray actor that owns one simulator and runs whole episodes in it.
+
+The simulator (and its EGL context) is created inside the actor's process, on `setup()`.
+Resources are declared by the driver with `.options(num_cpus=...)` from the spec.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from robofleet.platform.episodes import EpisodeSpec
+from robofleet.platform.spec import RunSpec
+
+
+def make_env(spec: RunSpec):
+    """The simulator for a spec's env family."""
+    if spec.env.family == "libero":
+        from robofleet.envs.libero import LiberoEnv
+
+        return LiberoEnv(
+            suite=spec.env.suite,
+            image_size=spec.env.image_size,
+            render_cameras=spec.env.render_cameras,
+            hard_reset=spec.env.reset == "hard",
+            max_steps=spec.env.max_steps,
+        )
+    raise KeyError(spec.env.family)
+
+
+@ray.remote
+class EnvWorker:
+    """One simulator + one local decider (policy wrapped in its planner).
+
+    Call `setup()` once (it raises the spec's errors before any episode is scheduled), then
+    `run(episode, video_path)` for each episode.
+    """
+
+    def __init__(self, spec: RunSpec, worker_index: int):
+        self.spec = spec
+        self.worker_index = worker_index
+        self.env = None
+        self.planner = None
+
+    def setup(self) -> dict[str, Any]:
+        """Build the simulator and the policy; return this process's facts (pid, package versions)."""
+        from robofleet.planners.registry import make_planner
+        from robofleet.platform.fingerprint import package_versions
+        from robofleet.policies.registry import make_policy
+
+        policy = make_policy(self.spec.policy.name, self.spec.policy.options, self.spec.env.family)
+        self.planner = make_planner(self.spec.planner.name, self.spec.planner.options, policy)
+        self.env = make_env(self.spec)
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "packages": package_versions()}
+
+    def task_name(self, task_id: int) -> str:
+        return self.env.task_name(task_id)
+
+    def run(self, episode: EpisodeSpec, video_path: str | None = None) -> dict[str, Any]:
+        """Run one episode from its start; returns its row fields."""
+        from robofleet.envs.rollout import run_episode
+
+        row = run_episode(
+            self.env,
+            self.planner,
+            episode,
+            open_loop_steps=self.spec.policy.open_loop_steps,
+            video_path=Path(video_path) if video_path else None,
+        )
+        row["task"] = self.env.task_name(episode.task_id)
+        row["worker"] = self.worker_index
+        return row
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()

@@ -1,0 +1,24 @@
+"""The Planner contract: one observation and a seed in, the chunk to execute (and how it was chosen) out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol
+
+from robofleet.envs.contract import Observation
+from robofleet.policies.contract import Prediction
+
+
+@dataclass(frozen=True)
+class Decision:
+    """prediction: what to execute. stats: JSON-able plan facts (N, scores, chosen index, latency s)."""
+
+    prediction: Prediction
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Planner(Protocol):
+    def decide(self, obs: Observation, seed: int) -> Decision:
+        """Choose an action chunk for `obs`; all randomness derives from `seed`."""
+
+    def reset(self) -> None:
+        """Called at the start of every episode."""

@@ -1,0 +1,35 @@
+"""Start or join a Ray cluster: embedded (in-process local cluster) by default, `--address` to join."""
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+log = logging.getLogger(__name__)
+
+# Every actor inherits these: headless rendering, and the LIBERO config so nothing prompts.
+WORKER_ENV_VARS = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "LIBERO_CONFIG_PATH", "MUJOCO_EGL_DEVICE_ID")
+
+
+def worker_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in WORKER_ENV_VARS if k in os.environ}
+    env.setdefault("MUJOCO_GL", "egl")
+    return env
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Connect to Ray; returns True when this call started a local cluster (the caller shuts it down).
+
+    address None: an in-process local cluster (dashboard off, nothing listens beyond 127.0.0.1).
+    address "auto" or "HOST:PORT": join an existing cluster (`ray start --head`).
+    """
+    if ray.is_initialized():
+        return False
+    runtime_env = {"env_vars": worker_env()}
+    if address is None:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env,
+                 logging_level=logging.WARNING, log_to_driver=True)
+        return True
+    ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING)
+    return False

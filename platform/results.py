@@ -1,0 +1,104 @@
+"""The run directory: the frozen spec, one CSV row per finished episode (durable at once), reports.
+
+Layout of a run directory:
+    spec.toml        the validated spec this directory belongs to (a different spec is refused)
+    episodes.csv     one row per finished episode, appended and fsynced as each one finishes
+    summary.json     per task / suite / overall success, run figures, software fingerprint
+    report.md        the same for people
+    videos/          mp4 rollouts (`--videos K`)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from robofleet.platform.errors import RobofleetError
+from robofleet.platform.spec import RunSpec, dump_spec_toml, load_spec
+
+EPISODE_COLUMNS = (
+    "episode_id", "family", "suite", "task_id", "task", "trial", "sweep_seed", "seed",
+    "policy", "planner", "success", "steps", "queries", "error", "attempts",
+    "wall_s", "reset_s", "policy_s", "env_s", "reset_mode", "worker", "video", "plan_stats",
+)
+
+
+class RunDirError(RobofleetError):
+    """The output directory cannot be used (unwritable, or holds another spec's results)."""
+
+
+class RunStore:
+    """Owns one run directory. Rows are appended, flushed and fsynced one at a time, so a killed
+    driver loses at most the episodes that were still running."""
+
+    def __init__(self, root: str | Path, spec: RunSpec):
+        self.root = Path(root)
+        self.episodes_path = self.root / "episodes.csv"
+        self._claim(spec)
+
+    def _claim(self, spec: RunSpec) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise RunDirError(f"--out {self.root}: cannot write there ({exc.strerror}); choose another directory") from exc
+        spec_path = self.root / "spec.toml"
+        if spec_path.exists():
+            previous = load_spec(spec_path)
+            if previous.identity_hash() != spec.identity_hash():
+                raise RunDirError(
+                    f"--out {self.root} holds results of a different spec (spec hash {previous.identity_hash()} "
+                    f"!= {spec.identity_hash()}); use a new --out directory to keep both"
+                )
+        spec_path.write_text(dump_spec_toml(spec))
+
+    def finished_ids(self) -> set[str]:
+        """episode_ids already recorded (successes, failures and errors alike)."""
+        return {row["episode_id"] for row in self.rows()}
+
+    def rows(self) -> list[dict[str, str]]:
+        if not self.episodes_path.exists():
+            return []
+        with self.episodes_path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Write one episode row durably (flush + fsync) before returning."""
+        unknown = set(row) - set(EPISODE_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown episode columns {sorted(unknown)}")
+        new_file = not self.episodes_path.exists()
+        with self.episodes_path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({k: _cell(row.get(k)) for k in EPISODE_COLUMNS})
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write_json(self, name: str, data: Any) -> Path:
+        path = self.root / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
+        tmp.replace(path)
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.root / name
+        path.write_text(text)
+        return path
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return value
+

@@ -1,0 +1,260 @@
+"""Run specs: TOML -> frozen, validated dataclasses. Validation happens once, here, at the edge.
+
+A spec (see examples/*.toml):
+
+    seed = 0                      # sweep seed: every random draw derives from it (platform/seeds.py)
+    name = "object-scripted"      # optional label for reports
+
+    [env]
+    family = "libero"
+    suite = "libero_object"
+    tasks = "all"                 # or a list of task ids, e.g. [0, 3]
+    trials = 5                    # per task; trial i uses the suite's fixed init state i
+    image_size = 256              # camera pixels (square)
+    render_cameras = true         # false: no images (privileged policies only; ~10x faster on CPU)
+    reset = "hard"                # "hard" (bit-identical episodes) | "soft" (faster, not identical)
+    max_steps = 280               # optional; default: the suite's protocol limit
+
+    [policy]
+    name = "scripted"             # zero | random | scripted | cosmos | an entry-point policy
+    open_loop_steps = 16          # optional: actions executed per chunk (default: the whole chunk)
+    # ... any other key is an option of the policy, validated by its factory
+
+    [planner]
+    name = "direct"
+
+    [run]
+    workers = 2                   # env workers (Ray actors), one simulator each
+    cpus_per_worker = 1
+    max_attempts = 2              # an episode whose worker died is retried on a new worker
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import tomli_w
+
+from robofleet.envs.libero_suites import LIBERO_SUITES, TRIALS_PER_INIT_FILE
+from robofleet.platform.errors import SpecError
+
+ENV_FAMILIES = ("libero",)
+PLANNERS = ("direct",)
+RESET_MODES = ("hard", "soft")
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    family: str
+    suite: str
+    tasks: tuple[int, ...]
+    trials: int
+    image_size: int = 256
+    render_cameras: bool = True
+    reset: str = "hard"
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    open_loop_steps: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlannerSpec:
+    name: str = "direct"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    max_attempts: int = 2
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    seed: int
+    env: EnvSpec
+    policy: PolicySpec
+    planner: PlannerSpec
+    run: RunOptions
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["env"]["tasks"] = list(self.env.tasks)
+        return data
+
+    def identity_hash(self) -> str:
+        """Hash of everything that defines the episodes and their results (not worker counts)."""
+        data = self.to_dict()
+        data.pop("run")
+        data.pop("name")
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# -- validation helpers ---------------------------------------------------------------------------
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise SpecError(f"{where}{key}", f"unknown key; allowed keys here: {', '.join(allowed)}")
+
+
+def _require(table: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in table:
+        raise SpecError(f"{where}{key}", "missing (required)")
+    return table[key]
+
+
+def _int(value: Any, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(key, f"must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise SpecError(key, f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SpecError(key, f"must be <= {maximum}, got {value}")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(key, f"must be true or false, got {value!r}")
+    return value
+
+
+def _choice(value: Any, key: str, allowed: tuple[str, ...] | list[str]) -> str:
+    if value not in allowed:
+        raise SpecError(key, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _tasks(value: Any, n_tasks: int, suite: str) -> tuple[int, ...]:
+    if value == "all":
+        return tuple(range(n_tasks))
+    if not isinstance(value, list) or not value:
+        raise SpecError("env.tasks", f'must be "all" or a non-empty list of task ids, got {value!r}')
+    ids = []
+    for v in value:
+        _int(v, "env.tasks")
+        if not 0 <= v < n_tasks:
+            raise SpecError("env.tasks", f"task id {v} out of range: {suite} has tasks 0..{n_tasks - 1}")
+        ids.append(v)
+    if len(set(ids)) != len(ids):
+        raise SpecError("env.tasks", f"duplicate task ids in {value!r}")
+    return tuple(ids)
+
+
+def _env_spec(table: Any) -> EnvSpec:
+    if not isinstance(table, dict):
+        raise SpecError("env", "must be a table ([env])")
+    where = "env."
+    _check_keys(table, ("family", "suite", "tasks", "trials", "image_size", "render_cameras", "reset", "max_steps"), where)
+    family = _choice(_require(table, "family", where), "env.family", ENV_FAMILIES)
+    suite_name = _choice(_require(table, "suite", where), "env.suite", list(LIBERO_SUITES))
+    suite = LIBERO_SUITES[suite_name]
+    max_steps = table.get("max_steps")
+    return EnvSpec(
+        family=family,
+        suite=suite_name,
+        tasks=_tasks(_require(table, "tasks", where), suite.n_tasks, suite_name),
+        trials=_int(_require(table, "trials", where), "env.trials", 1, TRIALS_PER_INIT_FILE),
+        image_size=_int(table.get("image_size", 256), "env.image_size", 32, 1024),
+        render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
+        reset=_choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
+        max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, 990),
+    )
+
+
+def _policy_spec(table: Any, family: str) -> PolicySpec:
+    from robofleet.policies.registry import available_policies
+
+    if not isinstance(table, dict):
+        raise SpecError("policy", "must be a table ([policy])")
+    name = _choice(_require(table, "name", "policy."), "policy.name", available_policies())
+    open_loop = table.get("open_loop_steps")
+    options = {k: v for k, v in table.items() if k not in ("name", "open_loop_steps")}
+    return PolicySpec(
+        name=name,
+        open_loop_steps=None if open_loop is None else _int(open_loop, "policy.open_loop_steps", 1),
+        options=options,
+    )
+
+
+def _planner_spec(table: Any) -> PlannerSpec:
+    if not isinstance(table, dict):
+        raise SpecError("planner", "must be a table ([planner])")
+    name = _choice(table.get("name", "direct"), "planner.name", PLANNERS)
+    options = {k: v for k, v in table.items() if k != "name"}
+    if options:
+        raise SpecError(f"planner.{next(iter(options))}", f"unknown key; planner {name!r} takes no options")
+    return PlannerSpec(name=name)
+
+
+def _run_options(table: Any) -> RunOptions:
+    if not isinstance(table, dict):
+        raise SpecError("run", "must be a table ([run])")
+    _check_keys(table, ("workers", "cpus_per_worker", "max_attempts"), "run.")
+    cpus = table.get("cpus_per_worker", 1.0)
+    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
+        raise SpecError("run.cpus_per_worker", f"must be a number > 0, got {cpus!r}")
+    return RunOptions(
+        workers=_int(table.get("workers", 2), "run.workers", 1, 1024),
+        cpus_per_worker=float(cpus),
+        max_attempts=_int(table.get("max_attempts", 2), "run.max_attempts", 1, 10),
+    )
+
+
+def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
+    """Validate a parsed TOML document into a RunSpec; SpecError names the first bad key."""
+    _check_keys(data, ("seed", "name", "env", "policy", "planner", "run"), "")
+    env = _env_spec(_require(data, "env", ""))
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        raise SpecError("name", f"must be a string, got {name!r}")
+    return RunSpec(
+        seed=_int(_require(data, "seed", ""), "seed", 0, 2**32 - 1),
+        env=env,
+        policy=_policy_spec(_require(data, "policy", ""), env.family),
+        planner=_planner_spec(data.get("planner", {"name": "direct"})),
+        run=_run_options(data.get("run", {})),
+        name=name,
+    )
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    """Read and validate a TOML spec file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError("spec", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("spec", f"{path} is not valid TOML: {exc}") from exc
+    return spec_from_dict(data)
+
+
+def dump_spec_toml(spec: RunSpec) -> str:
+    """The frozen spec as TOML (the run directory keeps it; `robofleet run` on it reproduces the run)."""
+    d = spec.to_dict()
+    policy = {"name": d["policy"]["name"], "open_loop_steps": d["policy"]["open_loop_steps"], **d["policy"]["options"]}
+    planner = {"name": d["planner"]["name"], **d["planner"]["options"]}
+    doc = {"seed": d["seed"], "name": d["name"], "env": d["env"], "policy": policy, "planner": planner, "run": d["run"]}
+    return tomli_w.dumps(_drop_none(doc))
+
+
+def _drop_none(value: Any) -> Any:
+    """TOML has no null: absent keys mean "the default"."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value

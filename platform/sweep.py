@@ -1,0 +1,200 @@
+"""The driver of one run: expand episodes, skip finished ones, schedule the rest over EnvWorker
+actors, record each finished episode durably before scheduling the next, write the reports.
+
+    run(spec, out_dir)  ->  summary dict (also out_dir/summary.json and report.md)
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from robofleet.platform.cluster import connect
+from robofleet.platform.episodes import EpisodeSpec, expand_episodes
+from robofleet.platform.errors import RobofleetError, SpecError
+from robofleet.platform.fingerprint import fingerprint
+from robofleet.platform.report import episodes_frame, render_markdown, summarize
+from robofleet.platform.results import RunStore
+from robofleet.platform.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _InFlight:
+    worker: Any
+    worker_index: int
+    episode: EpisodeSpec
+    attempt: int
+    video: str | None
+
+
+def _unwrap(exc: RayTaskError) -> BaseException:
+    """The exception a worker raised, re-raised as itself on the driver when it is ours."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RobofleetError) else exc
+
+
+class _WorkerPool:
+    """EnvWorker actors: started with the spec's resources, replaced when one dies."""
+
+    def __init__(self, spec: RunSpec, n: int):
+        from robofleet.envs.worker import EnvWorker
+
+        self._cls = EnvWorker.options(num_cpus=spec.run.cpus_per_worker, max_restarts=0)
+        self.spec = spec
+        self.worker_packages: list[dict[str, Any]] = []
+        self.workers: list[Any] = []
+        for i in range(n):
+            self.workers.append(self._cls.remote(spec, i))
+        self._setup(self.workers)
+
+    def _setup(self, workers: list[Any]) -> None:
+        try:
+            facts = ray.get([w.setup.remote() for w in workers])
+        except RayTaskError as exc:
+            raise _unwrap(exc) from None
+        for f in facts:
+            if f["packages"] not in self.worker_packages:
+                self.worker_packages.append(f["packages"])
+
+    def replace(self, index: int) -> Any:
+        """A new worker in slot `index` (the old one died)."""
+        try:
+            ray.kill(self.workers[index])
+        except Exception:  # noqa: BLE001 - it is already dead
+            pass
+        worker = self._cls.remote(self.spec, index)
+        self._setup([worker])
+        self.workers[index] = worker
+        return worker
+
+    def close(self) -> None:
+        for w in self.workers:
+            try:
+                ray.kill(w)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address: str | None = None,
+        videos: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) every episode of `spec` into `out_dir`; returns the summary."""
+    if workers is not None:
+        spec = replace(spec, run=replace(spec.run, workers=workers))
+    if videos and not spec.env.render_cameras:
+        raise SpecError("--videos", "needs cameras: set env.render_cameras = true or drop --videos")
+    store = RunStore(out_dir, spec)
+    episodes = expand_episodes(spec)
+    done = store.finished_ids()
+    todo = [e for e in episodes if e.episode_id not in done]
+    log.info("%d episodes, %d already recorded, %d to run", len(episodes), len(episodes) - len(todo), len(todo))
+
+    started = time.perf_counter()
+    worker_packages: list[dict[str, Any]] = []
+    if todo:
+        started_cluster = connect(address)
+        try:
+            worker_packages = _schedule(spec, store, todo, len(episodes) - len(todo), len(episodes), videos, progress)
+        finally:
+            if started_cluster:
+                ray.shutdown()
+    return write_reports(spec, store, wall_s=time.perf_counter() - started, worker_packages=worker_packages)
+
+
+def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: int) -> str | None:
+    if episode.trial >= videos:
+        return None
+    return str(store.root / "videos" / f"{episode.suite}_task{episode.task_id:02d}_trial{episode.trial:03d}.mp4")
+
+
+def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: int, total: int,
+              videos: int, progress: bool) -> list[dict[str, Any]]:
+    n_workers = min(spec.run.workers, len(todo))
+    pool = _WorkerPool(spec, n_workers)
+    queue = list(reversed(todo))  # pop() from the end keeps the planned order
+    in_flight: dict[Any, _InFlight] = {}
+    successes = 0
+    bar = tqdm(total=total, initial=already, desc=spec.name or spec.env.suite, unit="ep", disable=not progress)
+
+    def submit(index: int, episode: EpisodeSpec, attempt: int) -> None:
+        worker = pool.workers[index]
+        video = _video_path(store, spec, episode, videos)
+        in_flight[worker.run.remote(episode, video)] = _InFlight(worker, index, episode, attempt, video)
+
+    try:
+        for index in range(n_workers):
+            submit(index, queue.pop(), 1)
+        while in_flight:
+            [ref], _ = ray.wait(list(in_flight), num_returns=1)
+            job = in_flight.pop(ref)
+            try:
+                row = ray.get(ref)
+            except RayActorError as exc:
+                log.warning("worker %d died during %s (attempt %d): %s", job.worker_index, job.episode.episode_id, job.attempt, exc)
+                pool.replace(job.worker_index)
+                if job.attempt < spec.run.max_attempts:
+                    submit(job.worker_index, job.episode, job.attempt + 1)
+                    continue
+                row = {"success": 0, "steps": 0, "queries": 0, "error": f"worker died {job.attempt} times: {exc}"}
+            store.append(_row(spec, store.root, job, row))  # durable before anything else is scheduled
+            successes += int(row["success"])
+            bar.update(1)
+            bar.set_postfix(success=f"{successes}/{bar.n - already}")
+            if queue:
+                submit(job.worker_index, queue.pop(), 1)
+    finally:
+        bar.close()
+        pool.close()
+    return pool.worker_packages
+
+
+def _row(spec: RunSpec, store_root: Path, job: _InFlight, result: dict[str, Any]) -> dict[str, Any]:
+    e = job.episode
+    return {
+        **e.to_dict(),
+        "task": result.get("task", ""),
+        "policy": spec.policy.name,
+        "planner": spec.planner.name,
+        "attempts": job.attempt,
+        "reset_mode": spec.env.reset,
+        **{k: v for k, v in result.items() if k != "task"},
+        "video": str(Path(job.video).relative_to(store_root)) if job.video else "",
+    }
+
+
+def write_reports(spec: RunSpec, store: RunStore, wall_s: float | None = None,
+                  worker_packages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """(Re)write summary.json and report.md from episodes.csv."""
+    frame = episodes_frame(store.rows())
+    env_steps = int(frame["steps"].sum()) if not frame.empty else 0
+    busy_s = float(frame["wall_s"].sum()) if not frame.empty else 0.0
+    figures = {
+        "episodes_recorded": len(frame),
+        "env_steps": env_steps,
+        "episode_seconds_total": busy_s,
+        "env_steps_per_episode_second": env_steps / busy_s if busy_s else 0.0,
+        "workers": spec.run.workers,
+    }
+    if wall_s:
+        figures["this_invocation_wall_s"] = wall_s
+    run_info = {
+        "name": spec.name,
+        "spec_hash": spec.identity_hash(),
+        "seed": spec.seed,
+        "policy": spec.policy.name,
+        "planner": spec.planner.name,
+        "suite": spec.env.suite,
+        "reset_mode": spec.env.reset,
+        "episodes_planned": len(spec.env.tasks) * spec.env.trials,
+    }
+    summary = summarize(frame, run_info, figures, fingerprint(), worker_packages or [])
+    store.write_json("summary.json", summary)
+    store.write_text("report.md", render_markdown(summary))
+    return summary

@@ -1,0 +1,41 @@
+"""The Policy contract: a batch of Observations and seeds in, a batch of Predictions out."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from robofleet.envs.contract import Observation
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a policy predicts for one observation.
+
+    actions: float32 (K, d_act) action chunk in env units (LIBERO: d_act = 7, delta EEF pose
+        + gripper in [-1, 1]). The env worker executes the first `open_loop_steps` rows.
+    future_proprio: optional float32 (P,) predicted proprio after the chunk.
+    future_images: optional camera name -> uint8 (H, W, 3) predicted images after the chunk.
+    value: optional float in [0, 1], the predicted success-probability-like value of the future.
+    stats: small JSON-able facts about how it was produced (timings, batch size, ...).
+    """
+
+    actions: np.ndarray
+    future_proprio: np.ndarray | None = None
+    future_images: Mapping[str, np.ndarray] | None = None
+    value: float | None = None
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    """A policy. `predict` is batched; each request carries its own seed so that its result never
+    depends on its batch-mates (the seed is derived from the episode id, see platform/seeds.py)."""
+
+    chunk_size: int
+
+    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
+        """observations[i] with seeds[i] -> Prediction i."""
+
+    def reset(self) -> None:
+        """Forget per-episode memory (scripted phase machines etc.). Called at every episode start."""
