@@ -60,6 +60,7 @@ def prepare_libero() -> Path:
         tmp.write_text(_config_text(pkg, config_dir / "datasets"))
         tmp.replace(config_file)  # atomic: parallel workers may race here
     os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
+    os.environ.setdefault("MUJOCO_GL", "egl")  # headless; robosuite reads it at import
     check_assets()
     return config_dir
 

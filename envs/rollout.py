@@ -6,6 +6,7 @@ episode's `error` (with traceback), never a silent failure.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -33,6 +34,9 @@ def run_episode(
 ) -> dict[str, Any]:
     """Run one episode; returns the result fields of its row (see platform/results.py).
 
+    `final_state` is a short hash of the simulator state at the end: equal hashes across runs
+    mean bit-identical physics (the reproducibility check that worker counts do not matter).
+
     open_loop_steps: how many leading actions of each predicted chunk to execute before asking
         again (None = the whole chunk). The first ones, never the last ones.
     """
@@ -41,6 +45,7 @@ def run_episode(
     success = False
     error = ""
     plan_stats: list[dict[str, Any]] = []
+    final_state = ""
     video = None
     start = time.perf_counter()
     try:
@@ -75,6 +80,7 @@ def run_episode(
                 if steps >= env.max_steps:
                     break
             timings["env_s"] += time.perf_counter() - t
+        final_state = hashlib.sha256(env.get_state().tobytes()).hexdigest()[:16]
     except Exception as exc:  # noqa: BLE001 - every failure becomes a recorded error with its cause
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
         log.warning("episode %s failed: %s", episode.episode_id, exc)
@@ -86,6 +92,7 @@ def run_episode(
         "steps": steps,
         "queries": queries,
         "error": error,
+        "final_state": final_state,
         "wall_s": time.perf_counter() - start,
         **timings,
         "video": str(video_path) if video_path is not None else "",

@@ -1,0 +1,35 @@
+"""Shared fixtures: a real local Ray cluster (started once), small LIBERO specs."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real in-process Ray cluster with 2 CPUs, shared by the tests that need one."""
+    import ray
+
+    from robofleet.platform.cluster import connect
+
+    started = connect(num_cpus=2)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def small_spec(**overrides):
+    """A valid spec dict for a short LIBERO run; keyword overrides replace whole tables."""
+    spec = {
+        "seed": 7,
+        "env": {"family": "libero", "suite": "libero_object", "tasks": [0], "trials": 2,
+                "image_size": 64, "render_cameras": False, "max_steps": 12},
+        "policy": {"name": "random", "chunk_size": 4},
+        "planner": {"name": "direct"},
+        "run": {"workers": 1},
+    }
+    spec.update(overrides)
+    return spec
