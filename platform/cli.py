@@ -22,7 +22,7 @@ log = logging.getLogger("robofleet")
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from robofleet.platform.spec import load_spec
-    from robofleet.platform.sweep import run
+    from robofleet.platform.runner import run
 
     spec = load_spec(args.spec)
     out = Path(args.out) if args.out else Path("runs") / (spec.name or Path(args.spec).stem)
@@ -41,7 +41,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from robofleet.platform.results import RunStore
     from robofleet.platform.spec import load_spec
-    from robofleet.platform.sweep import write_reports
+    from robofleet.platform.runner import write_reports
 
     run_dir = Path(args.run_dir)
     spec = load_spec(run_dir / "spec.toml")

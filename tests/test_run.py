@@ -11,7 +11,7 @@ import pytest
 
 from robofleet.platform.results import RunDirError
 from robofleet.platform.spec import spec_from_dict
-from robofleet.platform.sweep import run
+from robofleet.platform.runner import run
 from tests.conftest import small_spec
 
 IDENTITY = ("episode_id", "task_id", "trial", "seed", "success", "steps", "queries", "final_state", "error")
