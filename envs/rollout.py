@@ -40,7 +40,7 @@ def run_episode(
     open_loop_steps: how many leading actions of each predicted chunk to execute before asking
         again (None = the whole chunk). The first ones, never the last ones.
     """
-    timings = {"reset_s": 0.0, "policy_s": 0.0, "env_s": 0.0}
+    timings = {"reset_s": 0.0, "policy_s": 0.0, "env_s": 0.0, "queue_s": 0.0, "model_s": 0.0}
     steps = queries = 0
     success = False
     error = ""
@@ -61,6 +61,8 @@ def run_episode(
             decision = planner.decide(obs, query_seed(episode.seed, queries))
             timings["policy_s"] += time.perf_counter() - t
             queries += 1
+            for key in ("queue_s", "model_s"):  # set by policy replicas (policies/replica.py)
+                timings[key] += float(decision.prediction.stats.get(key, 0.0))
             if len(decision.stats) > 1:  # more than a latency: a planner's choice worth keeping
                 plan_stats.append(dict(decision.stats))
             chunk = np.asarray(decision.prediction.actions)

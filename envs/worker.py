@@ -32,15 +32,16 @@ def make_env(spec: RunSpec):
 
 @ray.remote
 class EnvWorker:
-    """One simulator + one local decider (policy wrapped in its planner).
+    """One simulator + one decider: the policy (local, or a client of shared PolicyReplicas) in its planner.
 
     Call `setup()` once (it raises the spec's errors before any episode is scheduled), then
     `run(episode, video_path)` for each episode.
     """
 
-    def __init__(self, spec: RunSpec, worker_index: int):
+    def __init__(self, spec: RunSpec, worker_index: int, replicas: list[Any] | None = None):
         self.spec = spec
         self.worker_index = worker_index
+        self.replicas = replicas
         self.env = None
         self.planner = None
 
@@ -50,7 +51,12 @@ class EnvWorker:
         from robofleet.platform.fingerprint import package_versions
         from robofleet.policies.registry import make_policy
 
-        policy = make_policy(self.spec.policy.name, self.spec.policy.options, self.spec.env.family)
+        if self.replicas:
+            from robofleet.policies.replica import ReplicaClient
+
+            policy = ReplicaClient(self.replicas, chunk_size=None, worker_index=self.worker_index)
+        else:
+            policy = make_policy(self.spec.policy.name, self.spec.policy.options, self.spec.env.family)
         self.planner = make_planner(self.spec.planner.name, self.spec.planner.options, policy)
         self.env = make_env(self.spec)
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "packages": package_versions()}

@@ -48,7 +48,7 @@ def episodes_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
         return frame
     for col in ("task_id", "trial", "success", "steps", "queries", "attempts"):
         frame[col] = pd.to_numeric(frame[col]).astype(int)
-    for col in ("wall_s", "reset_s", "policy_s", "env_s"):
+    for col in ("wall_s", "reset_s", "policy_s", "queue_s", "model_s", "env_s"):
         frame[col] = pd.to_numeric(frame[col])
     frame["error"] = frame["error"].fillna("").astype(str)
     return frame.sort_values(["suite", "task_id", "trial"]).reset_index(drop=True)

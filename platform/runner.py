@@ -41,18 +41,67 @@ def _unwrap(exc: RayTaskError) -> BaseException:
     return cause if isinstance(cause, RobofleetError) else exc
 
 
+def check_resources(spec: RunSpec, n_workers: int) -> None:
+    """Fail early (instead of waiting forever) when replicas + workers cannot fit the cluster."""
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    s = spec.serving
+    replica_gpus = s.replicas * (s.gpus_per_replica if s.gpus_per_replica is not None else (1.0 if gpus else 0.0))
+    if replica_gpus > gpus:
+        raise SpecError("serving.replicas", f"{s.replicas} replicas need {replica_gpus:g} GPUs; the cluster has {gpus:g}")
+    free = cpus - s.replicas * s.cpus_per_replica
+    if free < spec.run.cpus_per_worker:
+        raise SpecError(
+            "serving.cpus_per_replica",
+            f"{s.replicas} replicas x {s.cpus_per_replica:g} CPUs leave {max(free, 0):g} of the cluster's {cpus:g} CPUs; "
+            f"an env worker needs {spec.run.cpus_per_worker:g} (lower serving.cpus_per_replica or run.cpus_per_worker)")
+    if free < n_workers * spec.run.cpus_per_worker:
+        log.warning("only %d of %d env workers fit at once (%g CPUs free for workers)",
+                    int(free // spec.run.cpus_per_worker), n_workers, free)
+
+
+def start_replicas(spec: RunSpec) -> list[Any]:
+    """The spec's PolicyReplicas, loaded (errors raised here, before any episode starts)."""
+    from robofleet.policies.replica import PolicyReplica
+
+    serving = spec.serving
+    gpus = serving.gpus_per_replica
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    replicas = [
+        PolicyReplica.options(num_gpus=gpus, num_cpus=serving.cpus_per_replica, max_restarts=2,
+                              max_task_retries=2).remote(
+            spec.policy.name, spec.policy.options, spec.env.family, max_batch=serving.max_batch,
+            max_wait_s=serving.max_wait_ms / 1000, pad_to=serving.max_batch if serving.deterministic else None,
+            replica_index=i)
+        for i in range(serving.replicas)
+    ]
+    try:
+        facts = ray.get([r.ready.remote() for r in replicas])
+    except (RayTaskError, RayActorError) as exc:
+        cause = getattr(exc, "cause", None) or getattr(exc, "error_msg", None)
+        if isinstance(cause, RobofleetError):
+            raise cause from None
+        raise
+    for f in facts:
+        log.info("policy replica %d ready in %.1f s (CUDA_VISIBLE_DEVICES=%s)", f["replica"], f["load_s"],
+                 f["cuda_visible_devices"])
+    return replicas
+
+
 class _WorkerPool:
     """EnvWorker actors: started with the spec's resources, replaced when one dies."""
 
-    def __init__(self, spec: RunSpec, n: int):
+    def __init__(self, spec: RunSpec, n: int, replicas: list[Any] | None = None):
         from robofleet.envs.worker import EnvWorker
 
         self._cls = EnvWorker.options(num_cpus=spec.run.cpus_per_worker, max_restarts=0)
         self.spec = spec
+        self.replicas = replicas
         self.worker_packages: list[dict[str, Any]] = []
         self.workers: list[Any] = []
         for i in range(n):
-            self.workers.append(self._cls.remote(spec, i))
+            self.workers.append(self._cls.remote(spec, i, replicas))
         self._setup(self.workers)
 
     def _setup(self, workers: list[Any]) -> None:
@@ -70,7 +119,7 @@ class _WorkerPool:
             ray.kill(self.workers[index])
         except Exception:  # noqa: BLE001 - it is already dead
             pass
-        worker = self._cls.remote(self.spec, index)
+        worker = self._cls.remote(self.spec, index, self.replicas)
         self._setup([worker])
         self.workers[index] = worker
         return worker
@@ -98,14 +147,23 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
 
     started = time.perf_counter()
     worker_packages: list[dict[str, Any]] = []
+    serving: list[dict[str, Any]] = []
     if todo:
         started_cluster = connect(address)
+        replicas: list[Any] = []
         try:
-            worker_packages = _schedule(spec, store, todo, len(episodes) - len(todo), len(episodes), videos, progress)
+            check_resources(spec, min(spec.run.workers, len(todo)))
+            replicas = start_replicas(spec) if spec.serving.replicas else []
+            worker_packages = _schedule(spec, store, todo, len(episodes) - len(todo), len(episodes), videos,
+                                        progress, replicas)
+            serving = ray.get([r.stats.remote() for r in replicas])
         finally:
+            for r in replicas:
+                ray.kill(r)
             if started_cluster:
                 ray.shutdown()
-    return write_reports(spec, store, wall_s=time.perf_counter() - started, worker_packages=worker_packages)
+    return write_reports(spec, store, wall_s=time.perf_counter() - started, worker_packages=worker_packages,
+                         serving=serving, ran=len(todo))
 
 
 def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: int) -> str | None:
@@ -115,9 +173,9 @@ def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: in
 
 
 def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: int, total: int,
-              videos: int, progress: bool) -> list[dict[str, Any]]:
+              videos: int, progress: bool, replicas: list[Any]) -> list[dict[str, Any]]:
     n_workers = min(spec.run.workers, len(todo))
-    pool = _WorkerPool(spec, n_workers)
+    pool = _WorkerPool(spec, n_workers, replicas)
     queue = list(reversed(todo))  # pop() from the end keeps the planned order
     in_flight: dict[Any, _InFlight] = {}
     successes = 0
@@ -170,9 +228,15 @@ def _row(spec: RunSpec, store_root: Path, job: _InFlight, result: dict[str, Any]
 
 
 def write_reports(spec: RunSpec, store: RunStore, wall_s: float | None = None,
-                  worker_packages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """(Re)write summary.json and report.md from episodes.csv."""
-    frame = episodes_frame(store.rows())
+                  worker_packages: list[dict[str, Any]] | None = None,
+                  serving: list[dict[str, Any]] | None = None, ran: int = 0) -> dict[str, Any]:
+    """(Re)write summary.json and report.md from episodes.csv.
+
+    wall_s, ran, serving: figures of the invocation that just ran `ran` episodes (throughput,
+    replica batch-size histograms, queue waits, model time per batch, GPU memory).
+    """
+    rows = store.rows()
+    frame = episodes_frame(rows)
     env_steps = int(frame["steps"].sum()) if not frame.empty else 0
     busy_s = float(frame["wall_s"].sum()) if not frame.empty else 0.0
     figures = {
@@ -182,8 +246,17 @@ def write_reports(spec: RunSpec, store: RunStore, wall_s: float | None = None,
         "env_steps_per_episode_second": env_steps / busy_s if busy_s else 0.0,
         "workers": spec.run.workers,
     }
-    if wall_s:
-        figures["this_invocation_wall_s"] = wall_s
+    if wall_s and ran:
+        recent = episodes_frame(rows[-ran:])  # rows are in the order episodes finished
+        figures["this_invocation"] = {
+            "episodes": ran,
+            "wall_s": wall_s,
+            "episodes_per_hour": 3600 * ran / wall_s,
+            "env_steps_per_s": float(recent["steps"].sum()) / wall_s,
+            "chunks_per_s": float(recent["queries"].sum()) / wall_s,
+        }
+    if serving:
+        figures["replicas"] = serving
     run_info = {
         "name": spec.name,
         "spec_hash": spec.identity_hash(),

@@ -23,6 +23,14 @@ A spec (see examples/*.toml):
     [planner]
     name = "direct"
 
+    [serving]                     # optional: policy replicas shared by all env workers
+    replicas = 2                  # 0 (default): each env worker holds its own policy
+    max_batch = 8                 # a batch is cut at max_batch requests ...
+    max_wait_ms = 5.0             # ... or this long after its oldest request, whichever comes first
+    deterministic = true          # pad every batch to max_batch: results independent of batch-mates
+    gpus_per_replica = 1          # default: 1 when the cluster has GPUs, else 0 (CPU replicas)
+    cpus_per_replica = 1
+
     [run]
     workers = 2                   # env workers (Ray actors), one simulator each
     cpus_per_worker = 1
@@ -73,6 +81,16 @@ class PlannerSpec:
 
 
 @dataclass(frozen=True)
+class ServingSpec:
+    replicas: int = 0
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    deterministic: bool = False
+    gpus_per_replica: float | None = None  # None: 1 if the cluster has GPUs, else 0
+    cpus_per_replica: float = 1.0
+
+
+@dataclass(frozen=True)
 class RunOptions:
     workers: int = 2
     cpus_per_worker: float = 1.0
@@ -86,6 +104,7 @@ class RunSpec:
     policy: PolicySpec
     planner: PlannerSpec
     run: RunOptions
+    serving: ServingSpec = field(default_factory=ServingSpec)
     name: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +117,9 @@ class RunSpec:
         data = self.to_dict()
         data.pop("run")
         data.pop("name")
+        serving = data.pop("serving")
+        if serving["deterministic"]:  # then batching and placement cannot change results
+            data["serving"] = {"deterministic": True, "max_batch": serving["max_batch"]}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -199,6 +221,28 @@ def _planner_spec(table: Any) -> PlannerSpec:
     return PlannerSpec(name=name)
 
 
+def _number(value: Any, key: str, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise SpecError(key, f"must be a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _serving_spec(table: Any) -> ServingSpec:
+    if not isinstance(table, dict):
+        raise SpecError("serving", "must be a table ([serving])")
+    _check_keys(table, ("replicas", "max_batch", "max_wait_ms", "deterministic", "gpus_per_replica",
+                        "cpus_per_replica"), "serving.")
+    gpus = table.get("gpus_per_replica")
+    return ServingSpec(
+        replicas=_int(table.get("replicas", 0), "serving.replicas", 0, 1024),
+        max_batch=_int(table.get("max_batch", 8), "serving.max_batch", 1, 4096),
+        max_wait_ms=_number(table.get("max_wait_ms", 5.0), "serving.max_wait_ms", 0.0),
+        deterministic=_bool(table.get("deterministic", False), "serving.deterministic"),
+        gpus_per_replica=None if gpus is None else _number(gpus, "serving.gpus_per_replica", 0.0),
+        cpus_per_replica=_number(table.get("cpus_per_replica", 1.0), "serving.cpus_per_replica", 0.0),
+    )
+
+
 def _run_options(table: Any) -> RunOptions:
     if not isinstance(table, dict):
         raise SpecError("run", "must be a table ([run])")
@@ -215,7 +259,7 @@ def _run_options(table: Any) -> RunOptions:
 
 def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     """Validate a parsed TOML document into a RunSpec; SpecError names the first bad key."""
-    _check_keys(data, ("seed", "name", "env", "policy", "planner", "run"), "")
+    _check_keys(data, ("seed", "name", "env", "policy", "planner", "serving", "run"), "")
     env = _env_spec(_require(data, "env", ""))
     name = data.get("name", "")
     if not isinstance(name, str):
@@ -226,6 +270,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
         policy=_policy_spec(_require(data, "policy", ""), env.family),
         planner=_planner_spec(data.get("planner", {"name": "direct"})),
         run=_run_options(data.get("run", {})),
+        serving=_serving_spec(data.get("serving", {})),
         name=name,
     )
 
@@ -249,7 +294,8 @@ def dump_spec_toml(spec: RunSpec) -> str:
     d = spec.to_dict()
     policy = {"name": d["policy"]["name"], "open_loop_steps": d["policy"]["open_loop_steps"], **d["policy"]["options"]}
     planner = {"name": d["planner"]["name"], **d["planner"]["options"]}
-    doc = {"seed": d["seed"], "name": d["name"], "env": d["env"], "policy": policy, "planner": planner, "run": d["run"]}
+    doc = {"seed": d["seed"], "name": d["name"], "env": d["env"], "policy": policy, "planner": planner,
+           "serving": d["serving"], "run": d["run"]}
     return tomli_w.dumps(_drop_none(doc))
 
 

@@ -1,0 +1,230 @@
+"""PolicyReplica: one policy on one GPU (or CPU) serving every env worker, with dynamic batching.
+
+Requests from all workers queue on the replica's event loop; a batch is cut when `max_batch`
+requests of the same kind wait or `max_wait_s` has passed since the oldest arrived, whichever comes
+first, and runs in a single model thread while new requests keep queueing. Kinds: `predict`
+(policy mode), and for world-model policies `imagine` ([s,a] -> [s',V]) and `value` ([s,a,s'] -> V),
+each with its own denoising step count; only requests of one kind and step count share a batch. With `pad_to` set (deterministic mode),
+every model call sees exactly that batch size (padded with copies of the first request), so a
+request's numerics never depend on its batch-mates; per-request noise comes from its own seed.
+
+    replica = PolicyReplica.options(num_gpus=1).remote("cosmos", {...}, "libero", max_batch=16)
+    prediction = ray.get(replica.predict.remote(obs, seed))
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any, Mapping
+
+import numpy as np
+import ray
+
+from robofleet.envs.contract import Observation
+from robofleet.policies.contract import Prediction
+
+
+@dataclass(eq=False)
+class _Request:
+    kind: tuple[str, int | None]  # (method, denoising steps or None for the policy's default)
+    args: tuple
+    seed: int
+    future: asyncio.Future
+    arrived: float
+
+
+@ray.remote
+class PolicyReplica:
+    """An async Ray actor holding one Policy. Resources (num_gpus, num_cpus) come from `.options()`."""
+
+    def __init__(self, policy_name: str, options: Mapping[str, Any], env_family: str, max_batch: int = 8,
+                 max_wait_s: float = 0.005, pad_to: int | None = None, replica_index: int = 0):
+        from robofleet.policies.registry import make_policy
+
+        started = time.perf_counter()
+        self.policy = make_policy(policy_name, options, env_family)
+        self.load_s = time.perf_counter() - started
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.pad_to = pad_to
+        self.replica_index = replica_index
+        self._queue: list[_Request] = []
+        self._wakeup: asyncio.Event | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+        self._batch_sizes: Counter[int] = Counter()
+        self._model_s: list[float] = []
+        self._queue_s: list[float] = []
+
+    async def ready(self) -> dict[str, Any]:
+        """Load facts: seconds to build the policy, pid, visible GPUs."""
+        return {"load_s": self.load_s, "pid": os.getpid(), "replica": self.replica_index,
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                "chunk_size": getattr(self.policy, "chunk_size", None)}
+
+    async def predict(self, obs: Observation, seed: int) -> Prediction:
+        """One policy request; resolved when its batch has run. Stats: queue_s, model_s, batch_size, replica."""
+        return await self._submit(("predict", None), (obs,), seed)
+
+    async def imagine(self, obs: Observation, actions: np.ndarray, seed: int, num_steps: int | None = None) -> Any:
+        """World model: the future state and value after executing `actions` (K, d_act) from `obs`."""
+        return await self._submit(("imagine", num_steps), (obs, actions), seed)
+
+    async def value(self, obs: Observation, actions: np.ndarray, future: Any, seed: int,
+                    num_steps: int | None = None) -> Any:
+        """Value function: V in [0, 1] of `future` reached by `actions` from `obs`."""
+        return await self._submit(("value", num_steps), (obs, actions, future), seed)
+
+    async def _submit(self, kind: tuple[str, int | None], args: tuple, seed: int) -> Any:
+        if self._loop_task is None:
+            self._wakeup = asyncio.Event()
+            self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(kind, args, int(seed), future, time.perf_counter()))
+        self._wakeup.set()
+        return await future
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            kind = self._queue[0].kind
+            deadline = self._queue[0].arrived + self.max_wait_s
+            while self._count(kind) < self.max_batch and time.perf_counter() < deadline:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=max(0.0, deadline - time.perf_counter()))
+                except asyncio.TimeoutError:
+                    break
+            batch = [r for r in self._queue if r.kind == kind][: self.max_batch]
+            taken = {id(r) for r in batch}
+            self._queue = [r for r in self._queue if id(r) not in taken]
+            cut = time.perf_counter()
+            try:
+                results, model_s = await loop.run_in_executor(self._model_thread, self._run_batch, kind, batch)
+            except Exception as exc:  # noqa: BLE001 - the requesters get the error, the loop lives on
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+                continue
+            self._batch_sizes[len(batch)] += 1
+            self._model_s.append(model_s)
+            for r, result in zip(batch, results):
+                self._queue_s.append(cut - r.arrived)
+                if isinstance(result, Prediction):
+                    stats = {**result.stats, "queue_s": cut - r.arrived, "model_s": model_s,
+                             "batch_size": len(batch), "replica": self.replica_index}
+                    result = replace(result, stats=stats)
+                if not r.future.done():
+                    r.future.set_result(result)
+
+    def _count(self, kind: tuple[str, int | None]) -> int:
+        return sum(1 for r in self._queue if r.kind == kind)
+
+    def _run_batch(self, kind: tuple[str, int | None], batch: list[_Request]) -> tuple[list[Any], float]:
+        columns = [list(c) for c in zip(*(r.args for r in batch))]
+        seeds = [r.seed for r in batch]
+        if self.pad_to is not None and len(batch) < self.pad_to:
+            pad = self.pad_to - len(batch)
+            columns = [c + [c[0]] * pad for c in columns]
+            seeds += [seeds[0]] * pad
+        method, num_steps = kind
+        started = time.perf_counter()
+        if method == "predict":
+            results = self.policy.predict(columns[0], seeds)
+        else:
+            results = getattr(self.policy, method)(*columns, seeds, num_steps=num_steps)
+        _synchronize()
+        return list(results)[: len(batch)], time.perf_counter() - started
+
+    async def stats(self) -> dict[str, Any]:
+        """Serving figures since start: batch-size histogram, model time per batch, queue wait, GPU memory."""
+        return {
+            "replica": self.replica_index,
+            "load_s": self.load_s,
+            "batches": sum(self._batch_sizes.values()),
+            "requests": len(self._queue_s),
+            "batch_size_histogram": {str(k): v for k, v in sorted(self._batch_sizes.items())},
+            "model_s_per_batch_mean": float(np.mean(self._model_s)) if self._model_s else 0.0,
+            "model_s_total": float(np.sum(self._model_s)),
+            "queue_s_mean": float(np.mean(self._queue_s)) if self._queue_s else 0.0,
+            "queue_s_p99": float(np.percentile(self._queue_s, 99)) if self._queue_s else 0.0,
+            "gpu_peak_memory_gb": _gpu_peak_memory_gb(),
+        }
+
+
+def _synchronize() -> None:
+    """Wait for queued GPU work so that model time is real (no-op without CUDA)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _gpu_peak_memory_gb() -> float | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+class ReplicaClient:
+    """The Policy contract (plus `imagine`/`value`) on top of replica handles, used in EnvWorkers.
+
+    Requests go round-robin across replicas starting at the worker's index, all sent before any is
+    awaited (a batch of N proposals spreads over the replicas at once); which replica serves a
+    request never changes its result in deterministic mode. A request whose replica died is retried
+    on the next one (Ray also restarts the replica and retries its calls).
+    """
+
+    def __init__(self, replicas: list[Any], chunk_size: int | None, worker_index: int = 0):
+        if not replicas:
+            raise ValueError("ReplicaClient needs at least one replica")
+        self.replicas = replicas
+        self.chunk_size = chunk_size
+        self._next = worker_index % len(replicas)
+
+    def predict(self, observations: list[Observation], seeds: list[int]) -> list[Prediction]:
+        return self._fan_out("predict", list(zip(observations)), seeds, {})
+
+    def imagine(self, observations: list[Observation], actions: list[np.ndarray], seeds: list[int],
+                num_steps: int | None = None) -> list[Any]:
+        return self._fan_out("imagine", list(zip(observations, actions)), seeds, {"num_steps": num_steps})
+
+    def value(self, observations: list[Observation], actions: list[np.ndarray], futures: list[Any],
+              seeds: list[int], num_steps: int | None = None) -> list[Any]:
+        return self._fan_out("value", list(zip(observations, actions, futures)), seeds, {"num_steps": num_steps})
+
+    def _fan_out(self, method: str, args: list[tuple], seeds: list[int], kwargs: dict[str, Any]) -> list[Any]:
+        sent = []
+        for a, seed in zip(args, seeds):
+            index = self._next
+            self._next = (self._next + 1) % len(self.replicas)
+            sent.append((a, seed, index, getattr(self.replicas[index], method).remote(*a, seed, **kwargs)))
+        return [self._get_with_failover(method, a, seed, index, ref, kwargs) for a, seed, index, ref in sent]
+
+    def _get_with_failover(self, method: str, args: tuple, seed: int, index: int, ref: Any,
+                           kwargs: dict[str, Any]) -> Any:
+        from ray.exceptions import RayActorError
+
+        for attempt in range(len(self.replicas)):
+            try:
+                return ray.get(ref)
+            except RayActorError:
+                if attempt == len(self.replicas) - 1:
+                    raise
+                index = (index + 1) % len(self.replicas)
+                ref = getattr(self.replicas[index], method).remote(*args, seed, **kwargs)
+        raise AssertionError("unreachable")
+
+    def reset(self) -> None:
+        pass
