@@ -57,8 +57,8 @@ class EnvWorker:
             policy = ReplicaClient(self.replicas, chunk_size=None, worker_index=self.worker_index)
         else:
             policy = make_policy(self.spec.policy.name, self.spec.policy.options, self.spec.env.family)
-        self.planner = make_planner(self.spec.planner.name, self.spec.planner.options, policy)
         self.env = make_env(self.spec)
+        self.planner = make_planner(self.spec.planner.name, self.spec.planner.options, policy, self.env)
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "packages": package_versions()}
 
     def task_name(self, task_id: int) -> str:

@@ -51,7 +51,6 @@ from robofleet.envs.libero_suites import LIBERO_SUITES, TRIALS_PER_INIT_FILE
 from robofleet.platform.errors import SpecError
 
 ENV_FAMILIES = ("libero",)
-PLANNERS = ("direct",)
 RESET_MODES = ("hard", "soft")
 
 
@@ -212,13 +211,13 @@ def _policy_spec(table: Any, family: str) -> PolicySpec:
 
 
 def _planner_spec(table: Any) -> PlannerSpec:
+    from robofleet.planners.registry import PLANNERS, validate_planner_options
+
     if not isinstance(table, dict):
         raise SpecError("planner", "must be a table ([planner])")
     name = _choice(table.get("name", "direct"), "planner.name", PLANNERS)
     options = {k: v for k, v in table.items() if k != "name"}
-    if options:
-        raise SpecError(f"planner.{next(iter(options))}", f"unknown key; planner {name!r} takes no options")
-    return PlannerSpec(name=name)
+    return PlannerSpec(name=name, options=validate_planner_options(name, options))
 
 
 def _number(value: Any, key: str, minimum: float) -> float:
