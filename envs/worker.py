@@ -38,7 +38,10 @@ class EnvWorker:
     `run(episode, video_path)` for each episode.
     """
 
-    def __init__(self, spec: RunSpec, worker_index: int, replicas: list[Any] | None = None):
+    def __init__(self, spec: RunSpec, worker_index: int, replicas: list[Any] | None = None,
+                 egl_device: int | None = None):
+        if egl_device is not None:  # render on this GPU (before robosuite is imported in this process)
+            os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
         self.spec = spec
         self.worker_index = worker_index
         self.replicas = replicas

@@ -1,22 +1,34 @@
 """Summaries and reports of a run directory: per task, per suite and overall success with 95% Wilson
-intervals, run figures, and the software fingerprint.
+intervals, run figures, the software fingerprint, videos and the warnings a reader must see.
 
-summary.json shape (stable; tools may parse it):
+summary.json shape (stable; tools may parse it; full reference: docs/summary_json.md):
     {
+      "schema_version": 2, "kind": "run",
       "run": {"name", "spec_hash", "seed", "policy", "planner", "suite", "reset_mode", "episodes_planned"},
-      "overall": Stats, "suites": {suite: Stats}, "tasks": [{"suite", "task_id", "task", **Stats}],
-      "figures": {"wall_s", "episodes_per_hour", "env_steps", "env_steps_per_s", "workers"},
+      "overall": Stats, "suites": {suite: Stats}, "tasks": [{"suite", "task_id", "task", **Stats, "videos"}],
+      "complete": bool,             # every planned episode is recorded
+      "figures": {...},             # run figures (runner.write_reports)
       "fingerprint": {"packages": {...}, "git_sha", "hardware": {...}, "id"},
-      "worker_packages": [{...}]   # versions seen inside the env workers
+      "worker_packages": [{...}],   # versions seen inside the env workers
+      "warnings": [str]             # what makes the numbers less comparable (also in report.md)
     }
-    Stats = {"episodes", "successes", "errors", "success_rate", "ci95": [low, high], "mean_steps"}
+    Stats = {"episodes", "successes", "failures", "errors", "success_rate", "ci95": [low, high], "mean_steps"}
+
+Errors (an exception in the episode) count as episodes that did not succeed; `failures` are the
+episodes that ran to the step limit without success, so episodes = successes + failures + errors.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import math
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 from scipy.stats import binomtest
+
+SCHEMA_VERSION = 2
+# Fingerprint fields compared between runs of one table (packages, then the rest).
+FINGERPRINT_PACKAGES = ("python", "torch", "mujoco", "robosuite", "libero", "ray", "diffusers", "numpy", "transformers")
+FINGERPRINT_FIELDS = (*FINGERPRINT_PACKAGES, "git_sha", "cpu_model", "gpus")
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -27,18 +39,27 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
     return (float(ci.low), float(ci.high))
 
 
-def _stats(frame: pd.DataFrame) -> dict[str, Any]:
+def success_stats(frame: pd.DataFrame) -> dict[str, Any]:
+    """Stats of a set of episode rows (see the module docstring)."""
     n = len(frame)
+    if n == 0:
+        return {"episodes": 0, "successes": 0, "failures": 0, "errors": 0, "success_rate": 0.0,
+                "ci95": [0.0, 1.0], "mean_steps": 0.0}
     k = int(frame["success"].sum())
+    errors = int((frame["error"] != "").sum())
     low, high = wilson_interval(k, n)
     return {
         "episodes": n,
         "successes": k,
-        "errors": int((frame["error"] != "").sum()),
-        "success_rate": k / n if n else 0.0,
+        "failures": n - k - int(((frame["error"] != "") & (frame["success"] == 0)).sum()),
+        "errors": errors,
+        "success_rate": k / n,
         "ci95": [low, high],
-        "mean_steps": float(frame["steps"].mean()) if n else 0.0,
+        "mean_steps": float(frame["steps"].mean()),
     }
+
+
+_stats = success_stats  # the name runner-era code used
 
 
 def episodes_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
@@ -50,8 +71,17 @@ def episodes_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
         frame[col] = pd.to_numeric(frame[col]).astype(int)
     for col in ("wall_s", "reset_s", "policy_s", "queue_s", "model_s", "env_s"):
         frame[col] = pd.to_numeric(frame[col])
-    frame["error"] = frame["error"].fillna("").astype(str)
+    for col in ("error", "video"):
+        if col in frame:
+            frame[col] = frame[col].fillna("").astype(str)
     return frame.sort_values(["suite", "task_id", "trial"]).reset_index(drop=True)
+
+
+def task_videos(group: pd.DataFrame) -> list[str]:
+    """Video paths (relative to the run directory) of a task's episodes, by trial."""
+    if "video" not in group:
+        return []
+    return [v for v in group.sort_values("trial")["video"] if v]
 
 
 def summarize(frame: pd.DataFrame, run: Mapping[str, Any], figures: Mapping[str, Any],
@@ -61,25 +91,121 @@ def summarize(frame: pd.DataFrame, run: Mapping[str, Any], figures: Mapping[str,
     suites: dict[str, Any] = {}
     if not frame.empty:
         for (suite, task_id), group in frame.groupby(["suite", "task_id"], sort=True):
-            tasks.append({"suite": suite, "task_id": int(task_id), "task": group["task"].iloc[0], **_stats(group)})
-        suites = {suite: _stats(group) for suite, group in frame.groupby("suite", sort=True)}
-    return {
+            tasks.append({"suite": suite, "task_id": int(task_id), "task": group["task"].iloc[0],
+                          **success_stats(group), "videos": task_videos(group)})
+        suites = {suite: success_stats(group) for suite, group in frame.groupby("suite", sort=True)}
+    overall = success_stats(frame) if not frame.empty else {"episodes": 0}
+    planned = run.get("episodes_planned")
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "run",
         "run": dict(run),
-        "overall": _stats(frame) if not frame.empty else {"episodes": 0},
+        "overall": overall,
         "suites": suites,
         "tasks": tasks,
+        "complete": planned is not None and overall["episodes"] >= planned,
         "figures": dict(figures),
         "fingerprint": dict(fingerprint),
         "worker_packages": list(worker_packages),
     }
+    summary["warnings"] = run_warnings(summary)
+    return summary
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+def run_warnings(summary: Mapping[str, Any]) -> list[str]:
+    """What a reader of one run's table must know before trusting or comparing its numbers."""
+    warnings = []
+    overall, run = summary["overall"], summary["run"]
+    planned = run.get("episodes_planned")
+    if planned is not None and overall.get("episodes", 0) < planned:
+        warnings.append(f"incomplete: {overall.get('episodes', 0)} of {planned} planned episodes are recorded "
+                        "(re-run the same command to resume)")
+    if overall.get("errors"):
+        warnings.append(f"{overall['errors']} episodes raised an error (counted as not successful; "
+                        "see the error column of episodes.csv)")
+    if run.get("reset_mode") == "soft":
+        warnings.append("soft resets: episodes are not bit-identical to hard-reset runs")
+    worker_versions = {tuple(sorted((w or {}).items())) for w in summary.get("worker_packages", [])}
+    if len(worker_versions) > 1:
+        warnings.append("env workers ran different package versions (see summary.json worker_packages)")
+    seen = summary.get("fingerprints_seen") or []
+    if len(seen) > 1:
+        diff = fingerprint_differences({f"#{i}": fp for i, fp in enumerate(seen)})
+        warnings.append("episodes of this run were recorded under different software/hardware "
+                        f"({', '.join(diff) or 'fingerprint id'} differ; see summary.json fingerprints_seen)")
+    return warnings
+
+
+def fingerprint_fields(fp: Mapping[str, Any]) -> dict[str, Any]:
+    """The compared fields of a fingerprint: package versions, git sha, CPU model, GPU models."""
+    packages = fp.get("packages") or {}
+    hardware = fp.get("hardware") or {}
+    out: dict[str, Any] = {name: packages.get(name) for name in FINGERPRINT_PACKAGES}
+    out["git_sha"] = fp.get("git_sha")
+    out["cpu_model"] = hardware.get("cpu_model")
+    gpus = hardware.get("gpus")
+    out["gpus"] = ", ".join(gpus) if gpus else None
+    return out
+
+
+def fingerprint_differences(fingerprints: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """field -> {label: value} for each fingerprint field on which the labelled runs disagree."""
+    fields = {label: fingerprint_fields(fp) for label, fp in fingerprints.items() if fp}
+    diff: dict[str, dict[str, Any]] = {}
+    for name in FINGERPRINT_FIELDS:
+        values = {label: f[name] for label, f in fields.items()}
+        if len({json_key(v) for v in values.values()}) > 1:
+            diff[name] = values
+    return diff
+
+
+def json_key(value: Any) -> str:
+    return repr(value)
+
+
+def mean_std(values: Iterable[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1) over seeds; std is None for fewer than 2 values."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return (None, None)
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return (mean, None)
+    return (mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)))
+
+
+# -- Markdown ---------------------------------------------------------------------------------------
+def pct(x: float | None) -> str:
+    """A rate in [0, 1] as a percentage with one decimal ("-" when unknown)."""
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+_pct = pct
+
+
+def ci_text(ci: Sequence[float]) -> str:
+    return f"{pct(ci[0])}-{pct(ci[1])}"
+
+
+def fingerprint_lines(fp: Mapping[str, Any], spec_hash: str | None = None) -> list[str]:
+    """Markdown bullet lines of one fingerprint."""
+    lines = [f"- fingerprint id: `{fp.get('id')}`", f"- git sha: `{fp.get('git_sha')}`"]
+    if spec_hash:
+        lines.append(f"- spec hash: `{spec_hash}`")
+    lines += [f"- {k}: {v}" for k, v in (fp.get("packages") or {}).items()]
+    hw = fp.get("hardware") or {}
+    lines += [f"- hardware: {hw.get('cpu_model')} x{hw.get('cpus')}, {hw.get('memory_gb')} GB"
+              + (f", GPUs: {', '.join(hw['gpus'])}" if hw.get("gpus") else ", no GPU")]
+    return lines
+
+
+def video_links(videos: Sequence[str], prefix: str = "") -> str:
+    """Markdown links to a task's videos ("[0](videos/...mp4) [1](...)")."""
+    return " ".join(f"[{i}]({prefix}{v})" for i, v in enumerate(videos))
 
 
 def render_markdown(summary: Mapping[str, Any]) -> str:
-    """report.md: the per-task table with intervals, the run figures and the fingerprint."""
+    """report.md: warnings, the per-task and per-suite tables with intervals, run figures, fingerprint."""
     run, overall, fig, fp = summary["run"], summary["overall"], summary["figures"], summary["fingerprint"]
     lines = [
         f"# robofleet report: {run.get('name') or run.get('spec_hash')}",
@@ -88,30 +214,36 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         f"reset `{run.get('reset_mode')}`, spec hash `{run.get('spec_hash')}`",
         "",
     ]
+    for warning in summary.get("warnings", []):
+        lines.append(f"> **Warning:** {warning}")
+    if summary.get("warnings"):
+        lines.append("")
     if overall.get("episodes"):
+        with_videos = any(t.get("videos") for t in summary["tasks"])
         lines += [
-            f"**Overall: {_pct(overall['success_rate'])}% success** "
-            f"({overall['successes']}/{overall['episodes']}, 95% CI {_pct(overall['ci95'][0])}-{_pct(overall['ci95'][1])}%, "
+            f"**Overall: {pct(overall['success_rate'])}% success** "
+            f"({overall['successes']}/{overall['episodes']}, 95% CI {ci_text(overall['ci95'])}%, "
             f"{overall['errors']} errors)",
             "",
-            "| suite | task | episodes | successes | success % | 95% CI | errors | mean steps |",
-            "|---|---|---:|---:|---:|---|---:|---:|",
+            "| suite | task | episodes | successes | success % | 95% CI | errors | mean steps |"
+            + (" videos |" if with_videos else ""),
+            "|---|---|---:|---:|---:|---|---:|---:|" + ("---|" if with_videos else ""),
         ]
         for t in summary["tasks"]:
             lines.append(
                 f"| {t['suite']} | {t['task_id']}: {t['task']} | {t['episodes']} | {t['successes']} | "
-                f"{_pct(t['success_rate'])} | {_pct(t['ci95'][0])}-{_pct(t['ci95'][1])} | {t['errors']} | {t['mean_steps']:.0f} |"
+                f"{pct(t['success_rate'])} | {ci_text(t['ci95'])} | {t['errors']} | {t['mean_steps']:.0f} |"
+                + (f" {video_links(t.get('videos', []))} |" if with_videos else "")
             )
+        if len(summary["suites"]) > 1:
+            lines += ["", "| suite | episodes | successes | success % | 95% CI | errors |", "|---|---:|---:|---:|---|---:|"]
+            for suite, s in summary["suites"].items():
+                lines.append(f"| {suite} | {s['episodes']} | {s['successes']} | {pct(s['success_rate'])} | "
+                             f"{ci_text(s['ci95'])} | {s['errors']} |")
     else:
         lines.append("No episodes recorded yet.")
     lines += ["", "## Run figures", ""]
     lines += [f"- {k}: {v:.3g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in fig.items()]
-    lines += ["", "## Software and hardware", "", f"- fingerprint id: `{fp.get('id')}`", f"- git sha: `{fp.get('git_sha')}`"]
-    lines += [f"- {k}: {v}" for k, v in fp.get("packages", {}).items()]
-    hw = fp.get("hardware", {})
-    lines += [f"- hardware: {hw.get('cpu_model')} x{hw.get('cpus')}, {hw.get('memory_gb')} GB"
-              + (f", GPUs: {', '.join(hw['gpus'])}" if hw.get("gpus") else "")]
-    worker_versions = {tuple(sorted((w or {}).items())) for w in summary.get("worker_packages", [])}
-    if len(worker_versions) > 1:
-        lines += ["", "**Warning: env workers ran different package versions** (see summary.json worker_packages)."]
+    lines += ["", "## Software and hardware", ""]
+    lines += fingerprint_lines(fp, run.get("spec_hash"))
     return "\n".join(lines) + "\n"

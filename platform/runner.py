@@ -100,8 +100,10 @@ class _WorkerPool:
         self.replicas = replicas
         self.worker_packages: list[dict[str, Any]] = []
         self.workers: list[Any] = []
+        # With GPUs in the cluster, env workers render with EGL on them, spread round-robin.
+        self._gpus = int(ray.cluster_resources().get("GPU", 0))
         for i in range(n):
-            self.workers.append(self._cls.remote(spec, i, replicas))
+            self.workers.append(self._cls.remote(spec, i, replicas, self._egl_device(i)))
         self._setup(self.workers)
 
     def _setup(self, workers: list[Any]) -> None:
@@ -113,13 +115,16 @@ class _WorkerPool:
             if f["packages"] not in self.worker_packages:
                 self.worker_packages.append(f["packages"])
 
+    def _egl_device(self, index: int) -> int | None:
+        return index % self._gpus if self._gpus else None
+
     def replace(self, index: int) -> Any:
         """A new worker in slot `index` (the old one died)."""
         try:
             ray.kill(self.workers[index])
         except Exception:  # noqa: BLE001 - it is already dead
             pass
-        worker = self._cls.remote(self.spec, index, self.replicas)
+        worker = self._cls.remote(self.spec, index, self.replicas, self._egl_device(index))
         self._setup([worker])
         self.workers[index] = worker
         return worker
