@@ -1,0 +1,93 @@
+"""Camera images <-> the pixel video the Wan VAE encodes and decodes (REFERENCE.md §2).
+
+Per image (as the reference evaluation prepares them): optional JPEG quality-95 round trip (the
+training data were JPEG files), resize to the model's square size (PIL bicubic), then optionally
+the 90%-area centre crop resized back (PIL bilinear) used by checkpoints trained with random
+resized crops. The reference does the crop/resize with torchvision on uint8 tensors; PIL's bilinear
+filter uses the same pixel-centre convention, so results agree to about one intensity level.
+
+The pixel video has 1 + 4 (T - 1) frames for T latent frames: frame 0 is the blank frame (latent
+frame 0 of the causal VAE), then each latent slot's image repeated 4x. Non-image slots hold black
+placeholder frames, as in the reference.
+"""
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from robofleet.policies.cosmos.config import VAE_TEMPORAL_FACTOR
+from robofleet.policies.cosmos.layout import LatentLayout, SlotKind
+
+JPEG_QUALITY = 95
+CROP_AREA_FRACTION = 0.9  # training used random resized crops of 90% area; test time takes the centre one
+
+
+def prepare_image(image: np.ndarray, size: int, *, jpeg_roundtrip: bool, center_crop: bool) -> np.ndarray:
+    """One camera image -> the model's input image.
+
+    image: uint8 (H, W, 3), upright, any size.
+    Returns uint8 (size, size, 3).
+    """
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    if jpeg_roundtrip:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        buffer.seek(0)
+        picture = Image.open(buffer).convert("RGB")
+    if picture.size != (size, size):
+        picture = picture.resize((size, size), Image.Resampling.BICUBIC)
+    if center_crop:
+        crop = int(size * CROP_AREA_FRACTION**0.5)
+        offset = int(round((size - crop) / 2.0))  # torchvision's centre_crop convention
+        picture = picture.crop((offset, offset, offset + crop, offset + crop))
+        picture = picture.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(picture, dtype=np.uint8)
+
+
+def slot_frames(
+    layout: LatentLayout,
+    current: Sequence[Mapping[str, np.ndarray]],
+    future: Sequence[Mapping[str, np.ndarray] | None],
+    size: int,
+) -> np.ndarray:
+    """The one picture behind each latent frame, per request.
+
+    current[b]: camera role -> prepared uint8 (size, size, 3) image of request b.
+    future[b]: camera role -> prepared image for the future-image slots, or None to start them
+        from copies of the current images (the reference's initialisation).
+    Returns uint8 (B, T, size, size, 3); black for blank / proprio / action / value slots.
+    """
+    frames = np.zeros((len(current), layout.num_frames, size, size, 3), dtype=np.uint8)
+    for b, (now, later) in enumerate(zip(current, future)):
+        for t, slot in enumerate(layout.slots):
+            if slot.kind is SlotKind.IMAGE:
+                source = later if slot.future and later is not None else now
+                frames[b, t] = source[str(slot.camera)]
+    return frames
+
+
+def frames_to_video(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Slot pictures -> the VAE's pixel video.
+
+    frames: uint8 (B, T, H, W, 3) from `slot_frames`, on the target device.
+    Returns (B, 3, 1 + 4 (T - 1), H, W) in [-1, 1]: frame 0 once, every later slot 4x.
+    """
+    video = frames.permute(0, 4, 1, 2, 3).to(dtype) / 127.5 - 1.0
+    return torch.cat([video[:, :, :1], video[:, :, 1:].repeat_interleave(VAE_TEMPORAL_FACTOR, dim=2)], dim=2)
+
+
+def pixel_frame(latent_index: int) -> int:
+    """Index of the first pixel frame decoded from latent frame `latent_index` (the one the reference shows)."""
+    return 0 if latent_index == 0 else (latent_index - 1) * VAE_TEMPORAL_FACTOR + 1
+
+
+def video_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """Decoded frames (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3); truncates like the reference."""
+    scaled = ((video.float() + 1.0) * 127.5).clamp(0, 255)
+    return scaled.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy()

@@ -1,0 +1,124 @@
+"""The Cosmos Policy network: diffusers' CosmosTransformer3DModel (DiT) and AutoencoderKLWan (VAE).
+
+Latents are the VAE posterior mode normalised per channel with the Wan2.1 statistics,
+(z - mean) / std (sigma_data = 1), as the reference tokenizer does. The DiT input is
+[latents (16), condition mask (1), padding mask (1)] (see config.py for why we append the padding
+mask ourselves); the timestep is per latent frame, shape (B, 1, T, 1, 1), and fps is None (no FPS
+modulation of RoPE).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, TypeVar
+
+import torch
+from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
+
+from robofleet.platform.errors import CheckpointError
+from robofleet.policies.cosmos.config import LATENT_CHANNELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, NetworkConfig
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+class CosmosNetwork:
+    """DiT + VAE on one device.
+
+    transformer, vae: diffusers modules already on `device` in `dtype`, in eval mode.
+    """
+
+    def __init__(self, transformer: CosmosTransformer3DModel, vae: AutoencoderKLWan, device: torch.device, dtype: torch.dtype):
+        self.transformer = transformer.eval()
+        self.vae = vae.eval()
+        self.device = device
+        self.dtype = dtype
+        shape = (1, LATENT_CHANNELS, 1, 1, 1)
+        self._mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=device).view(shape)
+        self._std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=device).view(shape)
+
+    @classmethod
+    def build(
+        cls,
+        config: NetworkConfig,
+        device: torch.device,
+        dtype: torch.dtype,
+        transformer_weights: Mapping[str, torch.Tensor] | None = None,
+        vae_directory: Path | None = None,
+        seed: int = 0,
+    ) -> CosmosNetwork:
+        """Build the network; parts without weights get a deterministic random init from `seed`.
+
+        transformer_weights: diffusers-named state dict (checkpoint.to_diffusers_state_dict).
+        vae_directory: a diffusers AutoencoderKLWan folder (checkpoint.locate_vae).
+        """
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            if transformer_weights is None:
+                with torch.device(device):
+                    transformer = CosmosTransformer3DModel(**config.transformer.diffusers_kwargs())
+            else:
+                with torch.device("meta"):
+                    transformer = CosmosTransformer3DModel(**config.transformer.diffusers_kwargs())
+                transformer.load_state_dict(transformer_weights, strict=True, assign=True)
+            if vae_directory is None:
+                with torch.device(device):
+                    vae = AutoencoderKLWan(**config.vae.diffusers_kwargs())
+            else:
+                vae = AutoencoderKLWan.from_pretrained(str(vae_directory))
+                _check_vae(vae, vae_directory)
+        return cls(_cast(transformer, device, dtype), _cast(vae, device, dtype), device, dtype)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Pixel video (B, 3, 1 + 4 (T - 1), H, W) in [-1, 1] -> normalised latents (B, 16, T, H/8, W/8) float32."""
+        posterior = self.vae.encode(video.to(self.dtype)).latent_dist
+        return (posterior.mode().float() - self._mean) / self._std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, 16, T, h, w) -> pixel video (B, 3, 1 + 4 (T - 1), 8h, 8w) float32 in [-1, 1]."""
+        raw = latents.float() * self._std + self._mean
+        return self.vae.decode(raw.to(self.dtype)).sample.float()
+
+    @torch.no_grad()
+    def __call__(self, x_in: torch.Tensor, c_noise: torch.Tensor, condition: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """One DiT evaluation.
+
+        x_in: (B, 16, T, h, w) preconditioned latents (c_in * x, clean latents on conditioning frames).
+        c_noise: (B, T) per-frame noise level sigma / (1 + sigma); 0 on conditioning frames.
+        condition: (B, T) 1.0 on conditioning frames, else 0.0.
+        text: (B, L, D) T5 instruction embeddings.
+        Returns the raw network output (B, 16, T, h, w) float32 (x0 = c_skip x + c_out output).
+        """
+        batch, _, frames, height, width = x_in.shape
+        mask = condition.view(batch, 1, frames, 1, 1).expand(batch, 1, frames, height, width)
+        padding = torch.zeros_like(mask)  # no padded pixels: the images fill the whole frame
+        hidden = torch.cat([x_in, mask, padding], dim=1).to(self.dtype)
+        output = self.transformer(
+            hidden_states=hidden,
+            timestep=c_noise.view(batch, 1, frames, 1, 1).to(self.dtype),
+            encoder_hidden_states=text.to(device=self.device, dtype=self.dtype),
+            fps=None,
+            return_dict=False,
+        )[0]
+        return output.float()
+
+
+def _cast(module: ModuleT, device: torch.device, dtype: torch.dtype) -> ModuleT:
+    # torch's own `to`: diffusers' override only adds a warning about modules it would keep in
+    # float32, and the one it names for the DiT (learnable_pos_embed) does not exist in this config.
+    return torch.nn.Module.to(module, device=device, dtype=dtype)
+
+
+def transformer_shapes(config: NetworkConfig) -> dict[str, torch.Size]:
+    """diffusers parameter name -> shape of the DiT of `config` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        model = CosmosTransformer3DModel(**config.transformer.diffusers_kwargs())
+    return {name: tensor.shape for name, tensor in model.state_dict().items()}
+
+
+def _check_vae(vae: AutoencoderKLWan, directory: Path) -> None:
+    config = vae.config
+    expected = {"z_dim": LATENT_CHANNELS, "scale_factor_spatial": VAE_SPATIAL_FACTOR, "scale_factor_temporal": VAE_TEMPORAL_FACTOR}
+    wrong = {key: config.get(key) for key, value in expected.items() if config.get(key) != value}
+    if wrong:
+        raise CheckpointError(f"VAE in {directory} is not a Wan2.1-layout VAE: {wrong} (expected {expected})")

@@ -1,0 +1,379 @@
+"""Cosmos Policy inference: policy [s] -> [a, s', V], world model [s, a] -> [s', V], value [s, a, s'] -> V.
+
+One query per observation: its camera images and proprio become the clean latent sequence
+(images.py, injection.py), the sampler denoises the frames the mode does not give (sampler.py,
+denoiser.py), and the action chunk, future proprio, future images and value are read back from the
+sample. By default the future state and value come from the action sample itself ("in parallel");
+`autoregressive_future` / `autoregressive_value` run extra world-model / value passes instead.
+
+Requests are batched, and every pass of a request draws its initial noise from the request's own
+seed, so a request's result does not depend on its batch-mates beyond floating-point summation order
+in batched kernels (CPU float32: equal to ~1e-6). `pad_to` runs every batch at one fixed size
+(padding with copies of the first request), which makes results bitwise independent of the batch's
+composition.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from robofleet.envs.contract import Observation
+from robofleet.policies.contract import Prediction
+from robofleet.policies.cosmos.config import LATENT_CHANNELS, VAE_SPATIAL_FACTOR
+from robofleet.policies.cosmos.denoiser import ConditionedDenoiser
+from robofleet.policies.cosmos.embeddings import EmbeddingTable, PseudoEmbeddings
+from robofleet.policies.cosmos.images import frames_to_video, pixel_frame, prepare_image, slot_frames, video_to_uint8
+from robofleet.policies.cosmos.injection import average_copies, normalize, read_value, tile_into_frame, unnormalize
+from robofleet.policies.cosmos.layout import ACTION, FUTURE_PROPRIO, PROPRIO, VALUE, LatentLayout, Mode, Slot, SlotKind
+from robofleet.policies.cosmos.network import CosmosNetwork
+from robofleet.policies.cosmos.sampler import initial_noise, sample
+from robofleet.policies.cosmos.stats import DatasetStats
+from robofleet.policies.cosmos.timing import PhaseTimer
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class CosmosPrediction(Prediction):
+    """A Prediction plus the latent sample its future state and value were read from.
+
+    latents: float32 (16, T, h, w) normalised latents (~450 KB at 224 px for LIBERO). `value()`
+        reuses their future-state frames instead of re-encoding decoded images.
+    """
+
+    latents: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How queries are run (validated by factory.make_cosmos)."""
+
+    action_steps: int = 5  # network evaluations for the action sample
+    future_steps: int = 1  # ... for a world-model pass (imagine, autoregressive_future)
+    value_steps: int = 1  # ... for a value pass (value, autoregressive_value)
+    autoregressive_future: bool = False  # predict: s' from a world-model pass conditioned on the sampled action
+    autoregressive_value: bool = False  # predict / imagine: V from a value pass conditioned on [s, a, s']
+    image_size: int = 224  # model input side in pixels (latent side = image_size / 8)
+    jpeg_roundtrip: bool = True  # JPEG q95 round trip of every camera image (training data were JPEG)
+    center_crop: bool = True  # 90%-area centre crop (checkpoints trained with random resized crops)
+    return_future_images: bool = False  # VAE-decode the predicted future camera images
+    return_latents: bool = False  # predict: attach the latent sample (imagine always does, for value())
+    pad_to: int = 0  # run batches at exactly this size (0: as given)
+    profile: bool = False  # synchronise the GPU between phases for a true per-phase time split
+
+
+class CosmosPolicy:
+    """Cosmos Policy on one device; implements the Policy contract plus `imagine` and `value`.
+
+    camera_keys: camera role of the layout -> Observation.images key.
+    embeddings: instruction embeddings (EmbeddingTable, or PseudoEmbeddings with random weights).
+    """
+
+    def __init__(
+        self,
+        network: CosmosNetwork,
+        layout: LatentLayout,
+        stats: DatasetStats,
+        embeddings: EmbeddingTable | PseudoEmbeddings,
+        settings: InferenceSettings,
+        camera_keys: Mapping[str, str],
+    ):
+        self.network = network
+        self.layout = layout
+        self.stats = stats
+        self.embeddings = embeddings
+        self.settings = settings
+        self.camera_keys = dict(camera_keys)
+        self.chunk_size = layout.chunk_size
+        side = settings.image_size // VAE_SPATIAL_FACTOR
+        self.frame_shape = (LATENT_CHANNELS, side, side)
+        self.latent_shape = (LATENT_CHANNELS, layout.num_frames, side, side)
+        self._future_slots = [i for i, slot in enumerate(layout.slots) if slot.future]
+        self._placeholder_slots = [i for i, slot in enumerate(layout.slots) if slot.kind is not SlotKind.IMAGE]
+
+    def reset(self) -> None:
+        """No per-episode memory."""
+
+    def with_settings(self, **changes: object) -> CosmosPolicy:
+        """The same network (shared, not copied) with some InferenceSettings changed, e.g. pad_to=8."""
+        settings = replace(self.settings, **changes)
+        return CosmosPolicy(self.network, self.layout, self.stats, self.embeddings, settings, self.camera_keys)
+
+    # -- public queries ------------------------------------------------------------------------
+    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
+        """Policy mode [s] -> [a, s', V].
+
+        Returns per request: actions float32 (K, d_act) in env units, future_proprio float32 (P,),
+        future_images (camera key -> uint8 (S, S, 3), only with return_future_images), value in
+        [0, 1], latents (only with return_latents) and stats (seed, batch size, network
+        evaluations, seconds per phase).
+        """
+        steps = self.settings.action_steps
+        steps += self.settings.future_steps if self.settings.autoregressive_future else 0
+        steps += self.settings.value_steps if self.settings.autoregressive_value else 0
+
+        def run(batch: list[int], timer: PhaseTimer) -> list[CosmosPrediction]:
+            obs = [observations[i] for i in batch]
+            request_seeds = [seeds[i] for i in batch]
+            clean, placeholders = self._clean_latents(obs, timer)
+            with timer.phase("preprocess"):
+                text = self._text(obs)
+            with timer.phase("dit"):
+                drawn = self._sample(clean, Mode.POLICY, text, request_seeds, self.settings.action_steps)
+                future = drawn
+                if self.settings.autoregressive_future:
+                    future = self._sample(drawn, Mode.WORLD_MODEL, text, request_seeds, self.settings.future_steps)
+                scored = future
+                if self.settings.autoregressive_value:
+                    scored = self._sample(future, Mode.VALUE, text, request_seeds, self.settings.value_steps)
+            with timer.phase("postprocess"):
+                actions = self._read_actions(drawn)
+            return self._outputs(actions, future, scored, placeholders, timer, self.settings.return_latents)
+
+        return self._in_batches(run, len(observations), seeds, steps)
+
+    def imagine(
+        self,
+        observations: Sequence[Observation],
+        actions: Sequence[np.ndarray],
+        seeds: Sequence[int],
+        num_steps: int | None = None,
+    ) -> list[Prediction]:
+        """World-model mode [s, a] -> [s', V]: the given action chunks (K, d_act, env units) condition.
+
+        num_steps: network evaluations of this pass (planners' ensembles use 1/3/5); None = future_steps.
+        Returns CosmosPredictions whose `actions` are the given chunks, with future state and value
+        as in `predict`, and always their latents (for `value`).
+        """
+        future_steps = num_steps or self.settings.future_steps
+        steps = future_steps + (self.settings.value_steps if self.settings.autoregressive_value else 0)
+
+        def run(batch: list[int], timer: PhaseTimer) -> list[CosmosPrediction]:
+            obs = [observations[i] for i in batch]
+            request_seeds = [seeds[i] for i in batch]
+            chunks = np.stack([self._check_actions(actions[i]) for i in batch])
+            clean, placeholders = self._clean_latents(obs, timer, actions=chunks)
+            with timer.phase("preprocess"):
+                text = self._text(obs)
+            with timer.phase("dit"):
+                future = self._sample(clean, Mode.WORLD_MODEL, text, request_seeds, future_steps)
+                scored = future
+                if self.settings.autoregressive_value:
+                    scored = self._sample(future, Mode.VALUE, text, request_seeds, self.settings.value_steps)
+            return self._outputs(chunks.astype(np.float32), future, scored, placeholders, timer, keep_latents=True)
+
+        return self._in_batches(run, len(observations), seeds, steps)
+
+    def value(
+        self,
+        observations: Sequence[Observation],
+        actions: Sequence[np.ndarray],
+        future: Sequence[Prediction],
+        seeds: Sequence[int],
+        num_steps: int | None = None,
+    ) -> list[float]:
+        """Value mode [s, a, s'] -> V in [0, 1], with `num_steps` (default `value_steps`) network evaluations.
+
+        future[i]: the predicted next state. A CosmosPrediction's latents are used directly (the
+        reference's planning path); otherwise its future_proprio and future_images (every camera,
+        keyed like Observation.images and prepared like camera images) are injected and encoded.
+        """
+
+        def run(batch: list[int], timer: PhaseTimer) -> list[float]:
+            obs = [observations[i] for i in batch]
+            chunks = np.stack([self._check_actions(actions[i]) for i in batch])
+            states = [future[i] for i in batch]
+            given = [s.latents if isinstance(s, CosmosPrediction) else None for s in states]
+            for state, latents in zip(states, given):
+                if latents is None and (state.future_proprio is None or state.future_images is None):
+                    raise ValueError("value() needs future latents (a CosmosPrediction) or future_proprio and future_images")
+                if latents is not None and latents.shape != self.latent_shape:
+                    raise ValueError(f"future latents {latents.shape} do not match this policy's {self.latent_shape}")
+            clean, _ = self._clean_latents(
+                obs,
+                timer,
+                actions=chunks,
+                future_proprio=[s.future_proprio if z is None else None for s, z in zip(states, given)],
+                future_images=[s.future_images if z is None else None for s, z in zip(states, given)],
+            )
+            for row, latents in enumerate(given):
+                if latents is not None:
+                    frames = torch.from_numpy(latents).to(clean.device)
+                    clean[row][:, self._future_slots] = frames[:, self._future_slots]
+            with timer.phase("preprocess"):
+                text = self._text(obs)
+            with timer.phase("dit"):
+                scored = self._sample(clean, Mode.VALUE, text, [seeds[i] for i in batch], value_steps)
+            return read_value(scored[:, :, self.layout.index(VALUE)]).tolist()
+
+        value_steps = num_steps or self.settings.value_steps
+        return self._in_batches(run, len(observations), seeds, value_steps)
+
+    # -- batching ------------------------------------------------------------------------------
+    def _in_batches(
+        self,
+        run: Callable[[list[int], PhaseTimer], list[T]],
+        count: int,
+        seeds: Sequence[int],
+        evaluations: int,
+    ) -> list[T]:
+        """Call `run` on index batches (padded to `pad_to`) and attach stats to Predictions."""
+        if len(seeds) != count:
+            raise ValueError(f"{count} observations but {len(seeds)} seeds")
+        size = self.settings.pad_to or count
+        results: list[T] = []
+        for start in range(0, count, max(size, 1)):
+            batch = list(range(start, min(start + size, count)))
+            padded = batch + [batch[0]] * (size - len(batch))
+            timer = PhaseTimer(self.network.device, synchronize=self.settings.profile)
+            began = time.perf_counter()
+            outputs = run(padded, timer)[: len(batch)]
+            stats = {
+                "batch_size": len(padded),
+                "network_evaluations": evaluations,
+                "seconds": time.perf_counter() - began,
+                **{f"seconds_{name}": value for name, value in timer.seconds.items()},
+            }
+            for index, output in zip(batch, outputs):
+                if isinstance(output, CosmosPrediction):
+                    output = replace(output, stats={"seed": int(seeds[index]), **stats})
+                results.append(output)
+        return results
+
+    # -- building the clean latent sequence ----------------------------------------------------
+    def _clean_latents(
+        self,
+        observations: Sequence[Observation],
+        timer: PhaseTimer,
+        actions: np.ndarray | None = None,
+        future_proprio: Sequence[np.ndarray | None] | None = None,
+        future_images: Sequence[Mapping[str, np.ndarray] | None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode the queries and inject their vectors.
+
+        actions: (B, K, d_act) env units, injected into the action frame when given.
+        Returns (clean, placeholders), both (B, 16, T, h, w) float32: placeholders are the VAE latents
+        of the pixel video (black frames behind non-image slots), clean has the vectors injected.
+        """
+        batch = len(observations)
+        with timer.phase("preprocess"):
+            current = [self._camera_images(obs.images) for obs in observations]
+            later = [None if images is None else self._camera_images(images) for images in (future_images or [None] * batch)]
+            frames = slot_frames(self.layout, current, later, self.settings.image_size)
+            video = frames_to_video(torch.from_numpy(frames).to(self.network.device), self.network.dtype)
+            proprio = np.stack([self._check_proprio(obs.proprio) for obs in observations])
+        with timer.phase("vae_encode"):
+            placeholders = self.network.encode(video)
+        with timer.phase("preprocess"):
+            clean = placeholders.clone()
+            self._inject(clean, PROPRIO, normalize(proprio, self.stats.proprio_min, self.stats.proprio_max))
+            if actions is not None:
+                flat = normalize(actions, self.stats.actions_min, self.stats.actions_max).reshape(batch, -1)
+                self._inject(clean, ACTION, flat)
+            for row, vector in enumerate(future_proprio or []):
+                if vector is not None:
+                    scaled = normalize(self._check_proprio(vector), self.stats.proprio_min, self.stats.proprio_max)
+                    self._inject(clean, FUTURE_PROPRIO, scaled[None], rows=[row])
+        return clean, placeholders
+
+    def _inject(self, latents: torch.Tensor, slot: Slot, vectors: np.ndarray, rows: list[int] | None = None) -> None:
+        """Overwrite `slot`'s frame of latents (B, 16, T, h, w) with vectors (B or len(rows), n) tiled."""
+        values = torch.as_tensor(vectors, dtype=torch.float32, device=latents.device)
+        index = self.layout.index(slot)
+        target = slice(None) if rows is None else rows
+        latents[target, :, index] = tile_into_frame(values, self.frame_shape)
+
+    def _camera_images(self, images: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        prepared = {}
+        for role in self.layout.cameras:
+            key = self.camera_keys[role]
+            if key not in images:
+                raise ValueError(f"observation lacks camera {key!r} ({role}); it has {sorted(images)}")
+            prepared[role] = prepare_image(
+                images[key],
+                self.settings.image_size,
+                jpeg_roundtrip=self.settings.jpeg_roundtrip,
+                center_crop=self.settings.center_crop,
+            )
+        return prepared
+
+    def _check_proprio(self, proprio: np.ndarray) -> np.ndarray:
+        vector = np.asarray(proprio, dtype=np.float64)
+        if vector.shape != (self.stats.proprio_dim,):
+            raise ValueError(f"proprio has shape {vector.shape}, expected ({self.stats.proprio_dim},)")
+        return vector
+
+    def _check_actions(self, chunk: np.ndarray) -> np.ndarray:
+        array = np.asarray(chunk, dtype=np.float64)
+        expected = (self.layout.chunk_size, self.stats.action_dim)
+        if array.shape != expected:
+            raise ValueError(f"action chunk has shape {array.shape}, expected {expected}")
+        return array
+
+    def _text(self, observations: Sequence[Observation]) -> torch.Tensor:
+        return self.embeddings.lookup([obs.instruction for obs in observations]).to(self.network.device)
+
+    # -- sampling and reading back --------------------------------------------------------------
+    def _sample(self, clean: torch.Tensor, mode: Mode, text: torch.Tensor, seeds: Sequence[int], steps: int) -> torch.Tensor:
+        """Denoise the frames `mode` does not give. Returns (B, 16, T, h, w) float32."""
+        condition = torch.tensor(self.layout.conditioning_mask(mode))
+        denoiser = ConditionedDenoiser(self.network, clean, condition, text)
+        noise = initial_noise(seeds, self.latent_shape).to(clean.device)
+        return sample(denoiser, noise, steps).float()
+
+    def _read_actions(self, drawn: torch.Tensor) -> np.ndarray:
+        """(B, K, d_act) float32 in env units from the action frame."""
+        length = self.layout.chunk_size * self.stats.action_dim
+        flat = average_copies(drawn[:, :, self.layout.index(ACTION)], length).cpu().numpy()
+        chunks = flat.reshape(-1, self.layout.chunk_size, self.stats.action_dim)
+        return unnormalize(chunks, self.stats.actions_min, self.stats.actions_max).astype(np.float32)
+
+    def _outputs(
+        self,
+        actions: np.ndarray,
+        future: torch.Tensor,
+        scored: torch.Tensor,
+        placeholders: torch.Tensor,
+        timer: PhaseTimer,
+        keep_latents: bool,
+    ) -> list[CosmosPrediction]:
+        images: list[dict[str, np.ndarray] | None] = [None] * len(actions)
+        if self.settings.return_future_images:
+            with timer.phase("vae_decode"):
+                images = self._decode_future_images(future, placeholders)
+        with timer.phase("postprocess"):
+            proprio = average_copies(future[:, :, self.layout.index(FUTURE_PROPRIO)], self.stats.proprio_dim)
+            proprio_env = unnormalize(proprio.cpu().numpy(), self.stats.proprio_min, self.stats.proprio_max)
+            values = read_value(scored[:, :, self.layout.index(VALUE)]).tolist()
+            latents = scored.cpu().numpy() if keep_latents else None
+        return [
+            CosmosPrediction(
+                actions=actions[b],
+                future_proprio=proprio_env[b].astype(np.float32),
+                future_images=images[b],
+                value=float(values[b]),
+                latents=None if latents is None else latents[b],
+            )
+            for b in range(len(actions))
+        ]
+
+    def _decode_future_images(self, future: torch.Tensor, placeholders: torch.Tensor) -> list[dict[str, np.ndarray]]:
+        """Camera key -> uint8 (S, S, 3) per request, decoded from the future image frames.
+
+        The injected (non-image) frames go back to their placeholder latents first, as in the
+        reference: decoding injected vectors would smear artefacts into the images. The VAE is
+        causal, so decoding only up to the last future image frame gives the same pictures.
+        """
+        latents = future.clone()
+        latents[:, :, self._placeholder_slots] = placeholders[:, :, self._placeholder_slots]
+        slots = self.layout.image_slots(future=True)
+        video = self.network.decode(latents[:, :, : max(slots) + 1])
+        pictures = {index: video_to_uint8(video[:, :, pixel_frame(index)]) for index in slots}
+        return [
+            {self.camera_keys[str(self.layout.slots[index].camera)]: pictures[index][b] for index in slots}
+            for b in range(future.shape[0])
+        ]

@@ -1,0 +1,24 @@
+"""benchmarks/cosmos_inference.py runs end to end on CPU with the tiny network."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "cosmos_inference.py"
+
+
+def test_tiny_cpu_benchmark_writes_every_measurement(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("cosmos_inference", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "results.json"
+    module.main(["--config", "tiny", "--device", "cpu", "--batch-sizes", "1,2", "--warmup", "1", "--repeats", "1",
+                 "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert results["matmul_tflops"] > 0
+    assert set(results["latency_batch1"]) == {"action_only", "action_and_future_images"}
+    assert results["latency_batch1"]["action_and_future_images"]["breakdown"]["vae_decode"] > 0
+    assert [row["batch_size"] for row in results["throughput"]] == [1, 2]
+    assert all(row["samples_per_s"] > 0 for row in results["throughput"])
+    assert results["reference_style_sequential"]["queries_per_s"] > 0
