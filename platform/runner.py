@@ -153,14 +153,15 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
     started = time.perf_counter()
     worker_packages: list[dict[str, Any]] = []
     serving: list[dict[str, Any]] = []
+    episodes_wall_s = None
     if todo:
         started_cluster = connect(address)
         replicas: list[Any] = []
         try:
             check_resources(spec, min(spec.run.workers, len(todo)))
             replicas = start_replicas(spec) if spec.serving.replicas else []
-            worker_packages = _schedule(spec, store, todo, len(episodes) - len(todo), len(episodes), videos,
-                                        progress, replicas)
+            worker_packages, episodes_wall_s = _schedule(spec, store, todo, len(episodes) - len(todo),
+                                                         len(episodes), videos, progress, replicas)
             serving = ray.get([r.stats.remote() for r in replicas])
         finally:
             for r in replicas:
@@ -168,7 +169,7 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
             if started_cluster:
                 ray.shutdown()
     return write_reports(spec, store, wall_s=time.perf_counter() - started, worker_packages=worker_packages,
-                         serving=serving, ran=len(todo))
+                         serving=serving, ran=len(todo), episodes_wall_s=episodes_wall_s)
 
 
 def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: int) -> str | None:
@@ -178,9 +179,12 @@ def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: in
 
 
 def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: int, total: int,
-              videos: int, progress: bool, replicas: list[Any]) -> list[dict[str, Any]]:
+              videos: int, progress: bool, replicas: list[Any]) -> tuple[list[dict[str, Any]], float]:
+    """Run `todo` over the workers; returns the workers' package versions and the seconds from the
+    first episode scheduled to the last one recorded (start-up excluded)."""
     n_workers = min(spec.run.workers, len(todo))
     pool = _WorkerPool(spec, n_workers, replicas)
+    first_submit = time.perf_counter()  # after workers and replicas are up: the steady-state clock
     queue = list(reversed(todo))  # pop() from the end keeps the planned order
     in_flight: dict[Any, _InFlight] = {}
     successes = 0
@@ -215,7 +219,7 @@ def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: 
     finally:
         bar.close()
         pool.close()
-    return pool.worker_packages
+    return pool.worker_packages, time.perf_counter() - first_submit
 
 
 def _row(spec: RunSpec, store_root: Path, job: _InFlight, result: dict[str, Any]) -> dict[str, Any]:
@@ -234,11 +238,14 @@ def _row(spec: RunSpec, store_root: Path, job: _InFlight, result: dict[str, Any]
 
 def write_reports(spec: RunSpec, store: RunStore, wall_s: float | None = None,
                   worker_packages: list[dict[str, Any]] | None = None,
-                  serving: list[dict[str, Any]] | None = None, ran: int = 0) -> dict[str, Any]:
+                  serving: list[dict[str, Any]] | None = None, ran: int = 0,
+                  episodes_wall_s: float | None = None) -> dict[str, Any]:
     """(Re)write summary.json and report.md from episodes.csv.
 
     wall_s, ran, serving: figures of the invocation that just ran `ran` episodes (throughput,
     replica batch-size histograms, queue waits, model time per batch, GPU memory).
+    episodes_wall_s: the part of wall_s after start-up (policy loading, simulator building);
+    throughput figures use it, `wall_s` keeps the whole.
     """
     rows = store.rows()
     frame = episodes_frame(rows)
@@ -253,12 +260,14 @@ def write_reports(spec: RunSpec, store: RunStore, wall_s: float | None = None,
     }
     if wall_s and ran:
         recent = episodes_frame(rows[-ran:])  # rows are in the order episodes finished
+        busy = episodes_wall_s or wall_s
         figures["this_invocation"] = {
             "episodes": ran,
             "wall_s": wall_s,
-            "episodes_per_hour": 3600 * ran / wall_s,
-            "env_steps_per_s": float(recent["steps"].sum()) / wall_s,
-            "chunks_per_s": float(recent["queries"].sum()) / wall_s,
+            "startup_s": wall_s - busy,
+            "episodes_per_hour": 3600 * ran / busy,
+            "env_steps_per_s": float(recent["steps"].sum()) / busy,
+            "chunks_per_s": float(recent["queries"].sum()) / busy,
         }
     if serving:
         figures["replicas"] = serving

@@ -1,0 +1,97 @@
+"""Policy replicas with dynamic batching, on real Ray and real LIBERO, with the tiny Cosmos Policy."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from robofleet.envs.contract import Observation
+from robofleet.platform.spec import spec_from_dict
+from robofleet.platform.runner import run
+from tests.conftest import small_spec
+
+IDENTITY = ("episode_id", "success", "steps", "queries", "final_state", "error")
+
+
+def serving_spec(workers: int, replicas: int, deterministic: bool = True, trials: int = 2) -> dict:
+    return small_spec(
+        env={**small_spec()["env"], "render_cameras": True, "trials": trials, "max_steps": 8},
+        policy={"name": "cosmos", "config": "tiny", "open_loop_steps": 2, "device": "cpu"},
+        serving={"replicas": replicas, "max_batch": 2, "max_wait_ms": 2000.0, "deterministic": deterministic,
+                 "cpus_per_replica": 0.25},
+        run={"workers": workers, "cpus_per_worker": 0.5},
+    )
+
+
+def identity(out) -> list[tuple[str, ...]]:
+    with (out / "episodes.csv").open() as f:
+        return sorted(tuple(r[k] for k in IDENTITY) for r in csv.DictReader(f))
+
+
+def test_replicas_batch_requests_and_results_do_not_depend_on_worker_or_replica_count(ray_cluster, tmp_path):
+    one = run(spec_from_dict(serving_spec(workers=1, replicas=1)), tmp_path / "one", progress=False)
+    two = run(spec_from_dict(serving_spec(workers=2, replicas=2)), tmp_path / "two", progress=False)
+    assert one["overall"]["episodes"] == two["overall"]["episodes"] == 2
+    assert one["overall"]["errors"] == 0 and two["overall"]["errors"] == 0
+    assert identity(tmp_path / "one") == identity(tmp_path / "two")
+    assert all(r[2] == "8" and r[3] == "4" for r in identity(tmp_path / "one")), "4 chunks of 2 steps each"
+    replicas = one["figures"]["replicas"]
+    assert len(replicas) == 1 and replicas[0]["requests"] == 8
+    assert len(two["figures"]["replicas"]) == 2
+    assert sum(r["requests"] for r in two["figures"]["replicas"]) == 8
+
+
+def test_batches_form_when_workers_ask_together(ray_cluster, tmp_path):
+    summary = run(spec_from_dict(serving_spec(workers=2, replicas=1, deterministic=False)), tmp_path,
+                  progress=False)
+    histogram = summary["figures"]["replicas"][0]["batch_size_histogram"]
+    assert any(int(size) > 1 for size in histogram), histogram
+    assert summary["figures"]["this_invocation"]["chunks_per_s"] > 0
+    with (tmp_path / "episodes.csv").open() as f:
+        assert all(float(r["model_s"]) > 0 for r in csv.DictReader(f)), "per-request model time is recorded"
+
+
+def test_padded_batches_make_a_request_independent_of_its_batch_mates(ray_cluster):
+    from robofleet.policies.replica import PolicyReplica
+
+    ray = ray_cluster
+    replica = PolicyReplica.options(num_cpus=0.25).remote("cosmos", {"config": "tiny", "device": "cpu"}, "libero",
+                                                          max_batch=3, max_wait_s=0.5, pad_to=3)
+    rng = np.random.default_rng(0)
+
+    def obs(i: int) -> Observation:
+        images = {k: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for k in ("agentview", "robot0_eye_in_hand")}
+        return Observation(images=images, proprio=rng.normal(size=9).astype(np.float32),
+                           instruction="pick up the alphabet soup and place it in the basket")
+
+    target = obs(0)
+    alone = ray.get(replica.predict.remote(target, 11))
+    together = ray.get([replica.predict.remote(target, 11), replica.predict.remote(obs(1), 12),
+                        replica.predict.remote(obs(2), 13)])
+    assert together[0].stats["batch_size"] == 3 and alone.stats["batch_size"] == 1
+    assert np.array_equal(alone.actions, together[0].actions)
+    assert not np.array_equal(together[0].actions, together[1].actions)
+    ray.kill(replica)
+
+
+def test_replica_stats_are_json(ray_cluster):
+    from robofleet.policies.replica import PolicyReplica
+
+    ray = ray_cluster
+    replica = PolicyReplica.options(num_cpus=0.25).remote("zero", {}, "libero")
+    ray.get(replica.predict.remote(Observation(images={}, proprio=np.zeros(9, np.float32), instruction=""), 0))
+    stats = ray.get(replica.stats.remote())
+    assert json.loads(json.dumps(stats))["batch_size_histogram"] == {"1": 1}
+    ray.kill(replica)
+
+
+@pytest.mark.parametrize("key, value", [("replicas", -1), ("max_batch", 0), ("colour", 1)])
+def test_bad_serving_options_are_named(key, value):
+    from robofleet.platform.errors import SpecError
+
+    spec = serving_spec(1, 1)
+    spec["serving"] = {**spec["serving"], key: value}
+    with pytest.raises(SpecError, match=f"serving.{key}"):
+        spec_from_dict(spec)
