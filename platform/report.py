@@ -121,7 +121,7 @@ def run_warnings(summary: Mapping[str, Any]) -> list[str]:
         warnings.append(f"incomplete: {overall.get('episodes', 0)} of {planned} planned episodes are recorded "
                         "(re-run the same command to resume)")
     if overall.get("errors"):
-        warnings.append(f"{overall['errors']} episodes raised an error (counted as not successful; "
+        warnings.append(f"{overall['errors']} episode(s) raised an error (counted as not successful; "
                         "see the error column of episodes.csv)")
     if run.get("reset_mode") == "soft":
         warnings.append("soft resets: episodes are not bit-identical to hard-reset runs")
@@ -154,13 +154,9 @@ def fingerprint_differences(fingerprints: Mapping[str, Mapping[str, Any]]) -> di
     diff: dict[str, dict[str, Any]] = {}
     for name in FINGERPRINT_FIELDS:
         values = {label: f[name] for label, f in fields.items()}
-        if len({json_key(v) for v in values.values()}) > 1:
+        if len({repr(v) for v in values.values()}) > 1:
             diff[name] = values
     return diff
-
-
-def json_key(value: Any) -> str:
-    return repr(value)
 
 
 def mean_std(values: Iterable[float]) -> tuple[float | None, float | None]:
@@ -185,6 +181,17 @@ _pct = pct
 
 def ci_text(ci: Sequence[float]) -> str:
     return f"{pct(ci[0])}-{pct(ci[1])}"
+
+
+def figure_text(value: Any) -> str:
+    """A run figure as text: floats to 3 significant digits, tables as "key value, ..."."""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {figure_text(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(figure_text(v) for v in value)
+    return str(value)
 
 
 def fingerprint_lines(fp: Mapping[str, Any], spec_hash: str | None = None) -> list[str]:
@@ -243,7 +250,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     else:
         lines.append("No episodes recorded yet.")
     lines += ["", "## Run figures", ""]
-    lines += [f"- {k}: {v:.3g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in fig.items()]
+    lines += [f"- {k}: {figure_text(v)}" for k, v in fig.items()]
     lines += ["", "## Software and hardware", ""]
     lines += fingerprint_lines(fp, run.get("spec_hash"))
     return "\n".join(lines) + "\n"

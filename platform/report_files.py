@@ -1,0 +1,291 @@
+"""Write the report files of a run directory, a sweep directory, or a combination of run directories.
+
+A run directory gets (next to spec.toml and episodes.csv):
+    summary.json   the summary document (docs/summary_json.md)
+    report.md      tables for people          report.html  the same with the plot embedded
+    tasks.csv      one row per task           suites.csv   one row per suite
+    success.png    success rate per task with 95% Wilson whiskers
+
+A sweep directory (sweep.toml, sweep.json, one run directory per grid point) gets summary.json
+(kind "sweep"), report.md, report.html, points.csv, configs.csv, tasks.csv and success.png.
+
+Every file is written to a temporary name and renamed, so a killed process never leaves half a report.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from robofleet.platform.errors import RobofleetError
+from robofleet.platform.fingerprint import fingerprint
+from robofleet.platform.plots import Bar, success_bar_chart
+from robofleet.platform.report import episodes_frame, render_markdown, run_warnings, summarize
+from robofleet.platform.report_html import render_run_html, render_sweep_html
+from robofleet.platform.report_sweep import LoadedRun, combine_runs, render_sweep_markdown
+from robofleet.platform.spec import RunSpec, load_spec
+
+_UNSET: Any = object()
+
+
+class ReportError(RobofleetError):
+    """A directory cannot be reported on (not a run or sweep directory, or unreadable)."""
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "spec.toml").is_file()
+
+
+def is_sweep_dir(path: Path) -> bool:
+    return (Path(path) / "sweep.toml").is_file()
+
+
+def read_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of run_dir/episodes.csv (empty when it does not exist)."""
+    path = Path(run_dir) / "episodes.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_summary(directory: Path) -> dict[str, Any] | None:
+    """directory/summary.json, or None when absent."""
+    path = Path(directory) / "summary.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path}: cannot read it ({exc}); delete it and run `robofleet report` again") from exc
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
+    tmp.replace(path)
+    return path
+
+
+def _run_info(spec: RunSpec) -> dict[str, Any]:
+    """The "run" table of summary.json (as runner.write_reports writes it)."""
+    return {
+        "name": spec.name, "spec_hash": spec.identity_hash(), "seed": spec.seed, "policy": spec.policy.name,
+        "planner": spec.planner.name, "suite": spec.env.suite, "reset_mode": spec.env.reset,
+        "episodes_planned": len(spec.env.tasks) * spec.env.trials,
+    }
+
+
+def _same_software(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    return a.get("id") == b.get("id") and a.get("git_sha") == b.get("git_sha")
+
+
+def build_run_summary(run_dir: Path, before: Mapping[str, Any] | None = _UNSET) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The extended summary of a run directory, and its episode frame.
+
+    before: the summary.json as it was before the invocation that just ran (runner.run rewrites it,
+        recomputing the fingerprint on this machine even when it ran nothing). Leave it out when
+        nothing ran (`robofleet report`): the recorded fingerprint and figures are then kept.
+    """
+    run_dir = Path(run_dir)
+    spec = load_spec(run_dir / "spec.toml")
+    frame = episodes_frame(read_rows(run_dir))
+    current = load_summary(run_dir)
+    if before is _UNSET:
+        before = current
+    ran = current is not None and before is not current and "this_invocation" in current.get("figures", {})
+    source = "run"
+    if ran and current is not None:
+        fp, workers, figures = current["fingerprint"], current.get("worker_packages", []), dict(current["figures"])
+    elif before:
+        fp, workers = before["fingerprint"], before.get("worker_packages", [])
+        figures = {**(current or before).get("figures", {})}
+        for key in ("this_invocation", "replicas"):  # figures of the last invocation that ran episodes
+            figures.pop(key, None)
+            if key in before.get("figures", {}):
+                figures[key] = before["figures"][key]
+        source = before.get("fingerprint_source", "run")
+    elif current:
+        fp, workers, figures = current["fingerprint"], current.get("worker_packages", []), dict(current["figures"])
+    else:
+        fp, workers, figures, source = fingerprint(), [], {"episodes_recorded": len(frame)}, "report"
+    seen = list((before or {}).get("fingerprints_seen") or [])
+    if not seen and before and before.get("fingerprint") and before.get("overall", {}).get("episodes"):
+        seen = [before["fingerprint"]]
+    if (ran or not seen) and len(frame) and not any(_same_software(fp, s) for s in seen):
+        seen.append(fp)
+    summary = summarize(frame, _run_info(spec), figures, fp, workers)
+    summary["fingerprint_source"] = source
+    summary["fingerprints_seen"] = seen
+    summary["warnings"] = run_warnings(summary)
+    if source == "report":
+        summary["warnings"].append("the fingerprint was taken when this report was written, not when the "
+                                   "episodes ran (no summary.json was recorded with them)")
+    return summary, frame
+
+
+def _run_plot(summary: Mapping[str, Any]) -> bytes | None:
+    tasks = summary["tasks"]
+    if not tasks:
+        return None
+    one_suite = len({t["suite"] for t in tasks}) == 1
+    bars = [Bar(label=f"{t['task_id']}" if one_suite else f"{t['suite']}:{t['task_id']}", rate=t["success_rate"],
+                low=t["ci95"][0], high=t["ci95"][1], group="task", note=f"{t['successes']}/{t['episodes']}")
+            for t in tasks]
+    o = summary["overall"]
+    bars.append(Bar("overall", o["success_rate"], o["ci95"][0], o["ci95"][1], group="overall",
+                    note=f"{o['successes']}/{o['episodes']}"))
+    suite = tasks[0]["suite"] if one_suite else "all suites"
+    name = summary["run"].get("name")
+    return success_bar_chart(bars, f"{name + ': ' if name else ''}success per task ({suite}), 95% Wilson CI")
+
+
+def _stats_columns(stats: Mapping[str, Any]) -> dict[str, Any]:
+    return {"episodes": stats["episodes"], "successes": stats["successes"], "failures": stats.get("failures"),
+            "errors": stats["errors"], "success_rate": stats["success_rate"], "ci95_low": stats["ci95"][0],
+            "ci95_high": stats["ci95"][1]}
+
+
+def write_run_files(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    """summary.json, report.md, report.html, tasks.csv, suites.csv and success.png of one run."""
+    run_dir = Path(run_dir)
+    png = _run_plot(summary)
+    if png:
+        write_atomic(run_dir / "success.png", png)
+    tasks = pd.DataFrame([{"suite": t["suite"], "task_id": t["task_id"], "task": t["task"], **_stats_columns(t),
+                           "mean_steps": t["mean_steps"], "videos": ";".join(t.get("videos", []))}
+                          for t in summary["tasks"]],
+                         columns=["suite", "task_id", "task", "episodes", "successes", "failures", "errors",
+                                  "success_rate", "ci95_low", "ci95_high", "mean_steps", "videos"])
+    write_atomic(run_dir / "tasks.csv", tasks.to_csv(index=False))
+    suites = pd.DataFrame([{"suite": suite, **_stats_columns(s)} for suite, s in summary["suites"].items()],
+                          columns=["suite", "episodes", "successes", "failures", "errors", "success_rate",
+                                   "ci95_low", "ci95_high"])
+    write_atomic(run_dir / "suites.csv", suites.to_csv(index=False))
+    write_atomic(run_dir / "report.md", render_markdown(summary))
+    write_atomic(run_dir / "report.html", render_run_html(summary, png))
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+
+
+def write_run_report(run_dir: Path, before: Mapping[str, Any] | None = _UNSET) -> dict[str, Any]:
+    """Rebuild and write every report file of a run directory; returns its summary.
+
+    before: see build_run_summary (pass the pre-run summary.json right after runner.run).
+    """
+    if not is_run_dir(run_dir):
+        raise ReportError(f"{run_dir}: not a run directory (no spec.toml)")
+    summary, _ = build_run_summary(run_dir, before)
+    write_run_files(run_dir, summary)
+    return summary
+
+
+# -- combined reports -----------------------------------------------------------------------------
+def _sweep_plot(summary: Mapping[str, Any]) -> bytes | None:
+    points = [p for p in summary["points"] if p["overall"]["episodes"]]
+    if not points:
+        return None
+    bars = [Bar(label=p["name"], rate=p["overall"]["success_rate"], low=p["overall"]["ci95"][0],
+                high=p["overall"]["ci95"][1], group=p["config"],
+                note=f"{p['overall']['successes']}/{p['overall']['episodes']}") for p in points]
+    return success_bar_chart(bars, f"{summary['sweep']['name']}: success per run (colour: configuration), 95% Wilson CI")
+
+
+def write_combined_files(out: Path, summary: Mapping[str, Any]) -> None:
+    """summary.json, report.md, report.html, points.csv, configs.csv, tasks.csv, success.png."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = _sweep_plot(summary)
+    if png:
+        write_atomic(out / "success.png", png)
+    points = pd.DataFrame([{"run": p["name"], "dir": p["dir"], "config": p["config"], "seed": p["seed"],
+                            "policy": p["policy"], "planner": p["planner"], "suite": p["suite"], "status": p["status"],
+                            "episodes_planned": p["episodes_planned"], **_stats_columns(p["overall"]),
+                            "spec_hash": p["spec_hash"], "fingerprint_id": p["fingerprint_id"], "git_sha": p["git_sha"]}
+                           for p in summary["points"]])
+    write_atomic(out / "points.csv", points.to_csv(index=False))
+    rows = []
+    for c in summary["configs"]:
+        rows.append({"config": c["config"], "suite": "", "task_id": "", "task": "(all tasks)", "n_seeds": c["n_seeds"],
+                     "seeds": " ".join(map(str, c["seeds"])), "success_rate_mean": c["success_rate_mean"],
+                     "success_rate_std": c["success_rate_std"], **_stats_columns(c["pooled"])})
+        for t in c["tasks"]:
+            rows.append({"config": c["config"], "suite": t["suite"], "task_id": t["task_id"], "task": t["task"],
+                         "n_seeds": t["n_seeds"], "seeds": "", "success_rate_mean": t["success_rate_mean"],
+                         "success_rate_std": t["success_rate_std"], **_stats_columns(t["pooled"])})
+    write_atomic(out / "configs.csv", pd.DataFrame(rows).to_csv(index=False))
+    tasks = pd.DataFrame([{"run": t["point"], "config": t["config"], "seed": t["seed"], "suite": t["suite"],
+                           "task_id": t["task_id"], "task": t["task"], **_stats_columns(t),
+                           "videos": ";".join(t.get("videos", []))} for t in summary["tasks"]])
+    write_atomic(out / "tasks.csv", tasks.to_csv(index=False))
+    write_atomic(out / "report.md", render_sweep_markdown(summary))
+    write_atomic(out / "report.html", render_sweep_html(summary, png))
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
+
+
+def _load_run(name: str, directory: str, path: Path, spec: RunSpec, config: str, refresh: bool,
+              error: str | None = None) -> LoadedRun:
+    if is_run_dir(path):
+        summary = write_run_report(path) if refresh else build_run_summary(path)[0]
+        frame = episodes_frame(read_rows(path))
+    else:
+        summary, frame = None, pd.DataFrame()
+    return LoadedRun(name=name, dir=directory, spec=spec, config=config, summary=summary, frame=frame, error=error)
+
+
+def write_sweep_report(sweep_dir: Path) -> dict[str, Any]:
+    """Refresh every grid point's report and write the sweep's combined report; returns its summary."""
+    from robofleet.jobs.sweep import load_sweep
+
+    sweep_dir = Path(sweep_dir)
+    sweep = load_sweep(sweep_dir / "sweep.toml")
+    manifest = json.loads((sweep_dir / "sweep.json").read_text()) if (sweep_dir / "sweep.json").exists() else {}
+    failed = manifest.get("failed_points", {})
+    runs = [_load_run(p.name, p.name, sweep_dir / p.name, p.spec, p.config, refresh=True, error=failed.get(p.name))
+            for p in sweep.points]
+    summary = combine_runs(sweep.name, runs, sweep.description)
+    write_combined_files(sweep_dir, summary)
+    return summary
+
+
+def _config_label(directory_name: str) -> str:
+    import re
+
+    return re.sub(r"(^|[-_])seed-?\d+(?=$|[-_])", "", directory_name).strip("-_") or directory_name
+
+
+def write_combined_report(run_dirs: Sequence[Path], out: Path, name: str | None = None) -> dict[str, Any]:
+    """One report over any run directories (e.g. the same policy at several seeds); the runs are
+    only read. Runs whose specs differ only by the seed form one configuration."""
+    out = Path(out).resolve()
+    runs = []
+    names: set[str] = set()
+    for raw in run_dirs:
+        path = Path(raw).resolve()
+        if not is_run_dir(path):
+            raise ReportError(f"{raw}: not a run directory (no spec.toml)")
+        label = path.name if path.name not in names else f"{path.parent.name}/{path.name}"
+        names.add(label)
+        runs.append(_load_run(label, os.path.relpath(path, out), path, load_spec(path / "spec.toml"),
+                              _config_label(path.name), refresh=False))
+    summary = combine_runs(name or out.name, runs)
+    write_combined_files(out, summary)
+    return summary
+
+
+def write_report(path: Path) -> dict[str, Any]:
+    """Rewrite the reports of a run directory or of a sweep directory."""
+    path = Path(path)
+    if is_sweep_dir(path):
+        return write_sweep_report(path)
+    if is_run_dir(path):
+        return write_run_report(path)
+    raise ReportError(f"{path}: neither a run directory (spec.toml) nor a sweep directory (sweep.toml)")

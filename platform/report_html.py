@@ -1,0 +1,185 @@
+"""report.html of a run or a sweep: the Markdown report's tables, plots embedded as PNG, video links.
+
+One self-contained file (plots are base64 data URIs; videos are relative links into the run
+directory), so it can be mailed, attached to a PR or opened from shared storage.
+"""
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any, Mapping, Sequence
+
+from robofleet.platform.report import ci_text, figure_text, fingerprint_fields, pct
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24;max-width:1400px}
+h1{font-size:22px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #d0d7de;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px} th,td{border:1px solid #d0d7de;padding:4px 8px}
+th{background:#f6f8fa;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums}
+.warn{background:#fff8c5;border:1px solid #d4a72c;padding:6px 10px;margin:6px 0;border-radius:4px}
+.meta{color:#57606a} img{max-width:100%;border:1px solid #d0d7de} code{background:#f6f8fa;padding:0 3px}
+"""
+
+
+class Raw(str):
+    """Text that is already HTML (not escaped again)."""
+
+
+def esc(value: Any) -> str:
+    """A table cell or text as escaped HTML (Raw passes through)."""
+    if isinstance(value, Raw):
+        return value
+    return html.escape("" if value is None else str(value))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
+    """An HTML table; columns whose index is in `numeric` are right-aligned."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="n">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
+                         for i, c in enumerate(row)) + "</tr>"
+        for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def png_img(png: bytes, alt: str) -> str:
+    """An <img> with the PNG embedded as a data URI."""
+    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def video_links(videos: Sequence[str], prefix: str = "") -> Raw:
+    """Links to a task's videos, labelled by trial order."""
+    return Raw(" ".join(f'<a href="{esc(prefix + v)}">{i}</a>' for i, v in enumerate(videos)))
+
+
+def page(title: str, sections: Sequence[str]) -> str:
+    """A complete HTML document."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{_CSS}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
+
+
+def warnings_html(warnings: Sequence[str]) -> str:
+    return "".join(f'<div class="warn"><b>Warning:</b> {esc(w)}</div>' for w in warnings)
+
+
+def fingerprint_table(fingerprints: Mapping[str, Mapping[str, Any]], spec_hashes: Mapping[str, str] | None = None) -> str:
+    """Fingerprint fields (rows) by labelled fingerprint (columns); differing rows are marked."""
+    labels = list(fingerprints)
+    fields = {label: fingerprint_fields(fp) for label, fp in fingerprints.items()}
+    rows = [["fingerprint id", *[fingerprints[lab].get("id") for lab in labels]]]
+    names = list(next(iter(fields.values()))) if fields else []
+    for name in names:
+        values = [fields[lab][name] for lab in labels]
+        marker = " (differs)" if len({repr(v) for v in values}) > 1 else ""
+        rows.append([name + marker, *[v if v is not None else "none" for v in values]])
+    if spec_hashes:
+        rows.append(["spec hash", *[spec_hashes.get(lab, "") for lab in labels]])
+    return table(["", *labels], rows)
+
+
+def render_run_html(summary: Mapping[str, Any], plot_png: bytes | None) -> str:
+    """report.html of one run directory (from its summary.json document)."""
+    run, overall = summary["run"], summary["overall"]
+    title = f"robofleet report: {run.get('name') or run.get('spec_hash')}"
+    sections = [f"<h1>{esc(title)}</h1>",
+                f'<p class="meta">policy <code>{esc(run.get("policy"))}</code>, planner <code>{esc(run.get("planner"))}</code>, '
+                f'seed {esc(run.get("seed"))}, reset <code>{esc(run.get("reset_mode"))}</code>, '
+                f'spec hash <code>{esc(run.get("spec_hash"))}</code></p>',
+                warnings_html(summary.get("warnings", []))]
+    if overall.get("episodes"):
+        sections.append(f"<p><b>Overall: {pct(overall['success_rate'])}% success</b> ({overall['successes']}/"
+                        f"{overall['episodes']}, 95% CI {ci_text(overall['ci95'])}%, {overall['errors']} errors)</p>")
+        if plot_png:
+            sections.append(png_img(plot_png, "success rate per task with 95% Wilson intervals"))
+        rows = [[t["suite"], f"{t['task_id']}: {t['task']}", t["episodes"], t["successes"], pct(t["success_rate"]),
+                 ci_text(t["ci95"]), t["errors"], f"{t['mean_steps']:.0f}", video_links(t.get("videos", []))]
+                for t in summary["tasks"]]
+        sections += ["<h2>Tasks</h2>",
+                     table(["suite", "task", "episodes", "successes", "success %", "95% CI", "errors", "mean steps",
+                            "videos"], rows, numeric=(2, 3, 4, 6, 7))]
+        rows = [[suite, s["episodes"], s["successes"], pct(s["success_rate"]), ci_text(s["ci95"]), s["errors"]]
+                for suite, s in summary["suites"].items()]
+        sections += ["<h2>Suites</h2>", table(["suite", "episodes", "successes", "success %", "95% CI", "errors"],
+                                              rows, numeric=(1, 2, 3, 5))]
+    else:
+        sections.append("<p>No episodes recorded yet.</p>")
+    figures = [[k, figure_text(v)] for k, v in summary.get("figures", {}).items()]
+    sections += ["<h2>Run figures</h2>", table(["figure", "value"], figures)]
+    sections += ["<h2>Software and hardware</h2>",
+                 fingerprint_table({"this run": summary["fingerprint"]}, {"this run": run.get("spec_hash", "")})]
+    return page(title, sections)
+
+
+def render_sweep_html(summary: Mapping[str, Any], plot_png: bytes | None) -> str:
+    """report.html of a sweep (or any combination of runs) from its summary.json document."""
+    sweep = summary["sweep"]
+    title = f"robofleet sweep report: {sweep['name']}"
+    sections = [f"<h1>{esc(title)}</h1>", f'<p class="meta">{esc(sweep_line(summary))}</p>',
+                warnings_html(summary.get("warnings", []))]
+    if plot_png:
+        sections.append(png_img(plot_png, "overall success rate per run with 95% Wilson intervals"))
+    rows = [[c["config"], c["n_seeds"], ", ".join(str(s) for s in c["seeds"]), pct(c["success_rate_mean"]),
+             pct(c["success_rate_std"]), c["pooled"]["successes"], c["pooled"]["episodes"],
+             pct(c["pooled"]["success_rate"]), ci_text(c["pooled"]["ci95"])] for c in summary["configs"]]
+    sections += ["<h2>Configurations across seeds</h2>",
+                 table(["configuration", "seeds", "seed values", "mean success %", "std (pp)", "successes", "episodes",
+                        "pooled %", "pooled 95% CI"], rows, numeric=(1, 3, 4, 5, 6, 7))]
+    rows = [[Raw(f'<a href="{esc(p["dir"])}/report.html">{esc(p["name"])}</a>'), p["seed"], p["policy"], p["planner"],
+             p["suite"], f"{p['overall']['episodes']}/{p['episodes_planned']}",
+             pct(p["overall"].get("success_rate")), ci_text(p["overall"].get("ci95", [0, 1])), p["overall"].get("errors", 0),
+             p["status"], p.get("fingerprint_id")] for p in summary["points"]]
+    sections += ["<h2>Runs</h2>",
+                 table(["run", "seed", "policy", "planner", "suite", "episodes", "success %", "95% CI", "errors", "status",
+                        "fingerprint"], rows, numeric=(1, 6, 8))]
+    configs = [c["config"] for c in summary["configs"]]
+    task_rows = []
+    for key, task in task_index(summary).items():
+        cells = []
+        for config in configs:
+            entry = task["configs"].get(config)
+            cells.append(task_cell(entry) if entry else "")
+        videos = [Raw(f"{esc(p)}: " + video_links(v, prefix=d + "/")) for p, d, v in task["videos"] if v]
+        task_rows.append([key[0], f"{key[1]}: {task['task']}", *cells, Raw("<br>".join(videos))])
+    sections += ["<h2>Tasks (success %: mean ± std over seeds, or rate [95% CI] for one seed)</h2>",
+                 table(["suite", "task", *configs, "videos"], task_rows)]
+    fps = summary.get("fingerprints", {})
+    if fps:
+        users = {fid: [p["name"] for p in summary["points"] if p.get("fingerprint_id") == fid] for fid in fps}
+        labelled = {f"{fid} ({len(users[fid])} runs)": fp for fid, fp in fps.items()}
+        sections += ["<h2>Software and hardware</h2>", fingerprint_table(labelled)]
+    if summary.get("failed_points"):
+        rows = [[name, err] for name, err in summary["failed_points"].items()]
+        sections += ["<h2>Failed runs</h2>", table(["run", "error"], rows)]
+    return page(title, sections)
+
+
+def sweep_line(summary: Mapping[str, Any]) -> str:
+    """"6 runs (4 complete, 1 partial, 1 not started), 52 of 60 episodes recorded"."""
+    counts = summary["sweep"]["status_counts"]
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    return (f"{len(summary['points'])} runs ({parts}), {summary['sweep']['episodes_recorded']} of "
+            f"{summary['sweep']['episodes_planned']} episodes recorded")
+
+
+def task_index(summary: Mapping[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(suite, task_id) -> {"task", "configs": {config: config-task entry}, "videos": [(point, dir, videos)]}."""
+    index: dict[tuple[str, int], dict[str, Any]] = {}
+    for c in summary["configs"]:
+        for t in c["tasks"]:
+            entry = index.setdefault((t["suite"], t["task_id"]), {"task": t["task"], "configs": {}, "videos": []})
+            entry["configs"][c["config"]] = t
+    dirs = {p["name"]: p["dir"] for p in summary["points"]}
+    for t in summary["tasks"]:
+        key = (t["suite"], t["task_id"])
+        if key in index and t.get("videos"):
+            index[key]["videos"].append((t["point"], dirs.get(t["point"], t["point"]), t["videos"]))
+    return dict(sorted(index.items()))
+
+
+def task_cell(entry: Mapping[str, Any]) -> str:
+    """A config x task cell: "mean ± std (n seeds)" over seeds, or "rate [low-high]" for one seed."""
+    if entry["n_seeds"] >= 2:
+        return f"{pct(entry['success_rate_mean'])} ± {pct(entry['success_rate_std'])} ({entry['n_seeds']} seeds)"
+    pooled = entry["pooled"]
+    return f"{pct(pooled['success_rate'])} [{ci_text(pooled['ci95'])}] n={pooled['episodes']}"

@@ -1,0 +1,216 @@
+"""The combined report of several runs (a sweep's grid points, or any run directories): per run, per
+configuration across seeds (mean and std), per task, and a warning when the runs' software differs.
+
+Sweep summary.json shape (docs/summary_json.md has every field):
+    {
+      "schema_version": 2, "kind": "sweep",
+      "sweep": {"name", "description", "runs", "episodes_planned", "episodes_recorded", "status_counts"},
+      "points": [{"name", "dir", "config", "seed", "policy", "planner", "suite", "spec_hash", "status",
+                  "episodes_planned", "overall": Stats, "suites": {...}, "fingerprint_id", "git_sha", "warnings"}],
+      "configs": [{"config", "points", "seeds", "n_seeds", "per_seed": [{"seed", "point", "success_rate", "episodes"}],
+                   "success_rate_mean", "success_rate_std", "pooled": Stats,
+                   "tasks": [{"suite", "task_id", "task", "n_seeds", "success_rate_mean", "success_rate_std", "pooled": Stats}]}],
+      "tasks": [{"point", "config", "seed", "suite", "task_id", "task", **Stats, "videos"}],
+      "fingerprints": {id: fingerprint}, "fingerprint_differences": {field: {point: value}},
+      "failed_points": {point: error}, "warnings": [str]
+    }
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from robofleet.platform.report import (
+    SCHEMA_VERSION, ci_text, fingerprint_differences, fingerprint_lines, mean_std, pct, success_stats, video_links,
+)
+from robofleet.platform.spec import RunSpec
+
+STATUSES = ("complete", "partial", "failed", "not started")
+
+
+def config_key(spec: RunSpec) -> str:
+    """Identity of a run's configuration: its spec hash with the seed left out (seeds of one
+    configuration share it)."""
+    return replace(spec, seed=0, name="").identity_hash()
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """One run of a combined report, as loaded from its directory.
+
+    name: its label in the tables. dir: its directory relative to the report (for links).
+    summary: its run summary (None: not started). frame: its episode rows (episodes_frame).
+    """
+
+    name: str
+    dir: str
+    spec: RunSpec
+    config: str
+    summary: Mapping[str, Any] | None
+    frame: pd.DataFrame
+    error: str | None = None  # the driver's error when this run failed
+
+
+def _status(run: LoadedRun, planned: int) -> str:
+    recorded = len(run.frame)
+    if recorded >= planned:
+        return "complete"
+    if run.error:
+        return "failed"
+    return "partial" if recorded else "not started"
+
+
+def _disambiguate(runs: Sequence[LoadedRun]) -> dict[str, str]:
+    """run name -> configuration label; one label per configuration key, unique."""
+    labels: dict[str, str] = {}
+    by_key: dict[str, str] = {}
+    used: dict[str, str] = {}
+    for run in runs:
+        key = config_key(run.spec)
+        if key not in by_key:
+            label = run.config
+            if label in used and used[label] != key:
+                label = f"{label}#{key[:6]}"
+            by_key[key] = label
+            used[label] = key
+        labels[run.name] = by_key[key]
+    return labels
+
+
+def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") -> dict[str, Any]:
+    """The combined summary document (shape in the module docstring)."""
+    configs_of = _disambiguate(runs)
+    points, tasks, warnings = [], [], []
+    fingerprints: dict[str, Mapping[str, Any]] = {}
+    fp_by_point: dict[str, Mapping[str, Any]] = {}
+    failed = {run.name: run.error for run in runs if run.error}
+    for run in runs:
+        planned = len(run.spec.env.tasks) * run.spec.env.trials
+        status = _status(run, planned)
+        summary = run.summary or {}
+        fp = summary.get("fingerprint") or {}
+        if fp and len(run.frame):
+            fingerprints.setdefault(str(fp.get("id")), fp)
+            fp_by_point[run.name] = fp
+        overall = success_stats(run.frame)
+        points.append({
+            "name": run.name, "dir": run.dir, "config": configs_of[run.name], "seed": run.spec.seed,
+            "policy": run.spec.policy.name, "planner": run.spec.planner.name, "suite": run.spec.env.suite,
+            "spec_hash": run.spec.identity_hash(), "status": status, "episodes_planned": planned,
+            "overall": overall, "suites": summary.get("suites", {}),
+            "fingerprint_id": fp.get("id"), "git_sha": fp.get("git_sha"),
+            "warnings": list(summary.get("warnings", [])),
+        })
+        for t in summary.get("tasks", []):
+            tasks.append({"point": run.name, "config": configs_of[run.name], "seed": run.spec.seed, **t})
+        for w in summary.get("warnings", []):
+            if not w.startswith("incomplete"):  # the status column says it
+                warnings.append(f"{run.name}: {w}")
+
+    configs = []
+    for label in dict.fromkeys(configs_of.values()):
+        members = [r for r in runs if configs_of[r.name] == label]
+        started = [r for r in members if len(r.frame)]
+        frame = pd.concat([r.frame for r in started], ignore_index=True) if started else pd.DataFrame()
+        per_seed = [{"seed": r.spec.seed, "point": r.name, "success_rate": success_stats(r.frame)["success_rate"],
+                     "episodes": len(r.frame)} for r in started]
+        mean, std = mean_std(p["success_rate"] for p in per_seed)
+        config_tasks = []
+        if started:
+            for (suite, task_id), group in frame.groupby(["suite", "task_id"], sort=True):
+                rates = [success_stats(g)["success_rate"] for _, g in group.groupby("sweep_seed", sort=True)]
+                t_mean, t_std = mean_std(rates)
+                config_tasks.append({"suite": suite, "task_id": int(task_id), "task": group["task"].iloc[0],
+                                     "n_seeds": len(rates), "success_rate_mean": t_mean, "success_rate_std": t_std,
+                                     "pooled": success_stats(group)})
+        configs.append({
+            "config": label, "points": [r.name for r in members], "seeds": sorted({r.spec.seed for r in started}),
+            "n_seeds": len(per_seed), "per_seed": per_seed, "success_rate_mean": mean, "success_rate_std": std,
+            "pooled": success_stats(frame) if started else success_stats(pd.DataFrame()), "tasks": config_tasks,
+        })
+        incomplete = [r.name for r in started if len(r.frame) < len(r.spec.env.tasks) * r.spec.env.trials]
+        if incomplete and len(per_seed) > 1:
+            warnings.append(f"{label}: the mean over seeds includes incomplete runs ({', '.join(incomplete)})")
+
+    diff = fingerprint_differences(fp_by_point)
+    if diff:
+        warnings.insert(0, "runs in this report were produced by different software/hardware: "
+                        + "; ".join(f"{field} " + ", ".join(sorted({str(v) for v in values.values()}))
+                                    for field, values in diff.items()))
+    counts = {s: sum(p["status"] == s for p in points) for s in STATUSES}
+    if counts["not started"] or counts["partial"]:
+        warnings.append(f"{counts['partial']} runs partial and {counts['not started']} not started "
+                        "(re-run the same command to resume)")
+    for run_name, error in failed.items():
+        warnings.append(f"{run_name} failed: {error.splitlines()[0] if error else ''}")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "sweep",
+        "sweep": {"name": name, "description": description, "runs": len(points),
+                  "episodes_planned": sum(p["episodes_planned"] for p in points),
+                  "episodes_recorded": sum(p["overall"]["episodes"] for p in points), "status_counts": counts},
+        "points": points,
+        "configs": configs,
+        "tasks": tasks,
+        "fingerprints": fingerprints,
+        "fingerprint_differences": diff,
+        "failed_points": failed,
+        "warnings": warnings,
+    }
+
+
+def render_sweep_markdown(summary: Mapping[str, Any]) -> str:
+    """report.md of a sweep: warnings, configurations across seeds, runs, tasks, fingerprints."""
+    from robofleet.platform.report_html import sweep_line, task_cell, task_index
+
+    sweep = summary["sweep"]
+    lines = [f"# robofleet sweep report: {sweep['name']}", ""]
+    if sweep.get("description"):
+        lines += [sweep["description"], ""]
+    lines += [sweep_line(summary), ""]
+    if summary["warnings"]:
+        lines += [f"> **Warning:** {w}" for w in summary["warnings"]] + [""]
+    lines += ["## Configurations across seeds", "",
+              "| configuration | seeds | mean success % | std (pp) | pooled | pooled % | pooled 95% CI |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    for c in summary["configs"]:
+        pooled = c["pooled"]
+        lines.append(f"| {c['config']} | {', '.join(map(str, c['seeds'])) or '-'} | {pct(c['success_rate_mean'])} | "
+                     f"{pct(c['success_rate_std'])} | {pooled['successes']}/{pooled['episodes']} | "
+                     f"{pct(pooled['success_rate'])} | {ci_text(pooled['ci95'])} |")
+    lines += ["", "## Runs", "",
+              "| run | seed | policy | planner | suite | episodes | success % | 95% CI | errors | status | fingerprint |",
+              "|---|---:|---|---|---|---:|---:|---|---:|---|---|"]
+    for p in summary["points"]:
+        o = p["overall"]
+        lines.append(f"| [{p['name']}]({p['dir']}/report.md) | {p['seed']} | {p['policy']} | {p['planner']} | {p['suite']} | "
+                     f"{o['episodes']}/{p['episodes_planned']} | {pct(o['success_rate']) if o['episodes'] else '-'} | "
+                     f"{ci_text(o['ci95']) if o['episodes'] else '-'} | {o['errors']} | {p['status']} | "
+                     f"`{p.get('fingerprint_id') or '-'}` |")
+    configs = [c["config"] for c in summary["configs"]]
+    index = task_index(summary)
+    if index:
+        lines += ["", "## Tasks", "", "success %: mean ± std over seeds, or rate [95% CI] with one seed", "",
+                  "| suite | task | " + " | ".join(configs) + " |", "|---|---|" + "---|" * len(configs)]
+        for (suite, task_id), task in index.items():
+            cells = [task_cell(task["configs"][c]) if c in task["configs"] else "" for c in configs]
+            lines.append(f"| {suite} | {task_id}: {task['task']} | " + " | ".join(cells) + " |")
+        videos = [(key, v) for key, t in index.items() for v in t["videos"]]
+        if videos:
+            lines += ["", "## Videos", ""]
+            for (suite, task_id), (point, directory, paths) in videos:
+                lines.append(f"- {suite} task {task_id}, {point}: {video_links(paths, prefix=directory + '/')}")
+    fps = summary.get("fingerprints", {})
+    lines += ["", "## Software and hardware", ""]
+    if len(fps) == 1:
+        lines += fingerprint_lines(next(iter(fps.values())))
+    elif fps:
+        for fid, fp in fps.items():
+            users = [p["name"] for p in summary["points"] if p.get("fingerprint_id") == fid]
+            lines += [f"### `{fid}` ({', '.join(users)})", ""] + fingerprint_lines(fp) + [""]
+    else:
+        lines.append("No run has recorded a fingerprint yet.")
+    return "\n".join(lines) + "\n"
+
