@@ -190,6 +190,14 @@ def _cmd_setup_libero(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_embeddings(args: argparse.Namespace) -> int:
+    from robofleet.policies.cosmos.embeddings import convert_t5_pickle
+
+    count = convert_t5_pickle(Path(args.pickle), Path(args.out))
+    print(f"wrote {count} instruction embeddings to {args.out}")
+    return 0
+
+
 def _cmd_tasks(args: argparse.Namespace) -> int:
     from robofleet.envs.libero_setup import prepare_libero
     from robofleet.envs.libero_suites import LIBERO_SUITES
@@ -273,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("setup-libero", help="write LIBERO's config (no prompts) and link its assets")
     p.add_argument("--assets", help="a LIBERO asset tree (scenes/, textures/, ...) to link into the libero package")
     p.set_defaults(func=_cmd_setup_libero)
+
+    p = sub.add_parser("convert-embeddings",
+                       help="convert a released *_t5_embeddings.pkl (unpickling runs code: only files you trust) "
+                            "to robofleet's safetensors format")
+    p.add_argument("pickle", help="the released pickle {instruction: tensor (1, 512, 1024)}")
+    p.add_argument("out", help="output .safetensors file")
+    p.set_defaults(func=_cmd_convert_embeddings)
 
     p = sub.add_parser("tasks", help="list the tasks of a LIBERO suite")
     p.add_argument("suite")

@@ -213,3 +213,12 @@ def test_converted_pickle_keeps_every_embedding_bit_for_bit(tmp_path: Path):
     converted = load_embeddings(target, trust_pickle=False)
     for text, value in table.items():
         assert torch.equal(converted.lookup([text])[0], value[0])
+
+
+def test_convert_embeddings_command_writes_safetensors(tmp_path: Path):
+    from robofleet.platform.cli import main
+
+    source, target = tmp_path / "t5.pkl", tmp_path / "t5.safetensors"
+    _released_pickle(source, {INSTRUCTION: _t5_like(3)})
+    assert main(["convert-embeddings", str(source), str(target)]) == 0
+    assert torch.equal(load_embeddings(target, trust_pickle=False).lookup([INSTRUCTION])[0], _t5_like(3)[0])
