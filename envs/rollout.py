@@ -54,8 +54,7 @@ def run_episode(
         planner.reset()
         obs = env.reset(episode.task_id, episode.trial, episode.seed)
         timings["reset_s"] = time.perf_counter() - t
-        if video:
-            video.add(obs)
+        first_frame = obs  # written with the first decision's prediction, which fixes the video layout
         while steps < env.max_steps and not success:
             t = time.perf_counter()
             decision = planner.decide(obs, query_seed(episode.seed, queries))
@@ -69,13 +68,17 @@ def run_episode(
             if chunk.ndim != 2 or len(chunk) == 0:
                 raise ValueError(f"policy returned an action chunk of shape {chunk.shape}; expected (K>=1, d_act)")
             n = len(chunk) if open_loop_steps is None else min(open_loop_steps, len(chunk))
+            predicted = decision.prediction.future_images
+            if video and first_frame is not None:
+                video.add(first_frame, predicted)
+                first_frame = None
             t = time.perf_counter()
             for action in chunk[:n]:
                 result = env.step(action)
                 steps += 1
                 obs = result.obs
                 if video:
-                    video.add(obs)
+                    video.add(obs, predicted)
                 if result.success:
                     success = True
                     break

@@ -85,3 +85,14 @@ def test_cli_reports_a_bad_spec_without_a_traceback(tmp_path):
     assert out.returncode == 2
     assert "env.tasks: task id 12 out of range: libero_object has tasks 0..9" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_videos_show_predicted_future_beside_the_real_frames(ray_cluster, tmp_path):
+    import imageio.v2 as imageio
+
+    env = {**small_spec()["env"], "render_cameras": True, "image_size": 64, "trials": 1, "max_steps": 4}
+    policy = {"name": "cosmos", "config": "tiny", "device": "cpu", "return_future_images": True}
+    run(spec_from_dict(small_spec(env=env, policy=policy)), tmp_path, videos=1, progress=False)
+    frames = imageio.mimread(tmp_path / "videos" / "libero_object_task00_trial000.mp4")
+    assert len(frames) == 5  # the settled start + 4 steps
+    assert frames[0].shape == (64 + 4, 64 * 2 * 2, 3)  # colour bar; 2 real cameras | 2 predicted
