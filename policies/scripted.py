@@ -1,41 +1,45 @@
 """Privileged scripted expert for LIBERO pick-and-place: reads simulator state, emits delta-EEF actions.
 
 Task Description:
-    Pick the object named by a goal predicate and put it on / in its target: approach from above,
-    descend, close the gripper, lift above the target's rim and the objects on the way, carry the
-    object over the target, lower it and open the gripper. The expert never rotates the hand: it
-    keeps the gripper pointing straight down (fingers closing along world y) with a quaternion
-    error term. Multi-predicate goals (`put both X and Y in the basket`) are served one predicate at
-    a time, in the BDDL order, skipping those already satisfied.
+    Pick the object named by a goal predicate and put it on / in its target: approach from above
+    with the fingers pre-shaped, descend, close, lift to a safe height, carry the object over the
+    target (coming down a cone as it nears it), lower it and open the gripper. The hand points
+    straight down throughout (a quaternion-error term holds it); its only rotation is a quarter
+    turn about the vertical for bowls, which are grasped by their rim on the robot's side.
+    Grasp points are chosen from per-category geometry (`scripted_shapes`), kept clear of the
+    neighbouring objects and within the arm's reach (Panda kinematics, `scripted_kinematics`).
+    Multi-predicate goals ("put both X and Y in the basket") are served one predicate at a time,
+    in the BDDL order, skipping those that already look satisfied.
 
-    `predict` is a pure function of the observation: there is no per-episode phase state. The phase
+    `predict` is a pure function of the observation: no per-episode phase state. The phase
     (approach, descend, grasp, lift, transport, place, release, retreat) is re-derived every step
-    from the privileged state: eef position, gripper opening and finger velocity, the object's pose
-    relative to the grasp point and to the target. Seeds are ignored (deterministic expert).
+    from the privileged state: eef pose, joint angles and velocities, finger gap and velocity, the
+    object's pose relative to its grasp points and to the target. Seeds are ignored (deterministic).
 
 Supported goals:
-    - `(On <object> <target object>)`, e.g. `On akita_black_bowl_1 plate_1` (libero_spatial, all 10;
-      libero_goal "put the bowl on the plate", "put the cream cheese in the bowl").
-    - `(In <object> <object>_<region>)` for tabulated regions, e.g. `In alphabet_soup_1
-      basket_1_contain_region` (libero_object, all 10; libero_10 "put both ... in the basket").
+    - `(On <object> <target object>)`: libero_spatial, all 10 tasks (`On akita_black_bowl_1
+      plate_1`); libero_goal "put the bowl on the plate", "put the cream cheese in the bowl".
+    - `(In <object> <object>_<region>)` for tabulated regions (`basket_1_contain_region`):
+      libero_object, all 10 tasks; libero_10 "put both ... in the basket".
     - Conjunctions of the above.
-    The object to pick must appear in the observation (`<name>_pos`); objects whose category is not
-    tabulated in `scripted_shapes.SHAPES` are treated as a 10 cm tall box grasped from the top.
+    The object to pick must be in the observation (`<name>_pos`); categories missing from
+    `scripted_shapes.SHAPES` are treated as a 10 cm tall box grasped from the top.
     Not supported (UnsupportedGoalError at predict time, naming the predicate): Open, Close,
-    TurnOn/TurnOff and any other predicate; targets that are fixtures or fixture regions
-    (`flat_stove_1_cook_region`, `wooden_cabinet_1_top_side`, `wine_rack_1_top_region`, ...):
-    the observation does not locate them; regions of objects that are not tabulated
+    TurnOn, TurnOff and any other predicate; targets that are fixtures or fixture regions
+    (`flat_stove_1_cook_region`, `wooden_cabinet_1_top_side`, `wine_rack_1_top_region`, ...),
+    which the observation does not locate; regions of objects that are not tabulated
     (`desk_caddy_1_back_contain_region`).
 
 Success Conditions:
-    LIBERO's own: `On A B` holds when A's origin is within 3 cm of B's in x-y, not below it, and
-    touching it; `In A R` holds when A's origin lies in the box R (1 cm slack below). The expert
-    aims the object's origin at the target's x-y centre (placement tolerance 1.2 cm) and releases it
-    about 1 cm above the target's resting surface (the basket: with the palm above the rim).
+    LIBERO's own: `On A B` holds when A's origin is within 3 cm of B's in x-y, not below it, and A
+    touches B; `In A R` holds when A's origin lies in the box R (1 cm slack below). The expert aims
+    the object's origin at the target's x-y centre and releases within 2.5 cm of it, about 1 cm
+    above the resting surface (into the basket: with the palm above the rim).
 
 Example:
     policy = make_scripted({"speed": 1.0}, "libero")
     prediction = policy.predict([obs], [0])[0]   # prediction.actions: (1, 7) float32
+    prediction.stats                             # {"phase": "lift", "predicate": "in ..."}
 """
 from __future__ import annotations
 
@@ -48,7 +52,7 @@ from scipy.spatial.transform import Rotation
 from robofleet.envs.contract import Observation
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.policies.contract import Prediction
-from robofleet.policies.scripted_kinematics import MAX_REACH, base_position, reach
+from robofleet.policies.scripted_kinematics import MAX_REACH, base_position, eef_velocity, reach
 from robofleet.policies.scripted_shapes import Shape, region_box, region_of, shape_of
 
 ACTION_DIM = 7
@@ -58,7 +62,13 @@ SUPPORTED_PREDICATES = ("on", "in")
 DOWN_QUAT = (1.0, 0.0, 0.0, 0.0)
 POS_SCALE = 0.05  # metres per unit of position action (OSC_POSE output_max)
 ROT_SCALE = 0.5  # radians per unit of rotation action
+# Position command: delta = POS_GAIN * error - VEL_DAMPING * eef velocity (m, m/s -> m). The
+# controller lags (~1 cm/step at full command) and overshoots ~1 cm without the damping term.
+POS_GAIN = 1.5
+VEL_DAMPING = 0.1  # s
+WRIST_LIMIT = 2.8973  # rad, |joint 7| of the Panda
 OPEN, CLOSE = -1.0, 1.0
+PLACED_XY = 0.025  # m: an object this close (x-y) to its target and low counts as placed
 FULL_OPEN = 0.078  # finger gap (m) of the fully open gripper
 SHAPED = 0.006  # m: the gap counts as pre-shaped within this of the wanted one
 
@@ -174,7 +184,8 @@ def resolve_goal(predicate: Sequence[str], priv: Mapping[str, Any]) -> PlaceGoal
 
 
 def goal_satisfied(goal: PlaceGoal, priv: Mapping[str, Any]) -> bool:
-    """An approximation of LIBERO's predicate from poses alone (contacts are not observed)."""
+    """An approximation of LIBERO's predicate from poses alone (contacts are not observed); `On`
+    is taken within PLACED_XY (LIBERO: 3 cm)."""
     pos = np.asarray(priv[f"{goal.obj}_pos"], dtype=np.float64)
     if goal.box is not None:
         center, half = goal.box
@@ -183,7 +194,7 @@ def goal_satisfied(goal: PlaceGoal, priv: Mapping[str, Any]) -> bool:
         return bool(np.all(pos > lo) and np.all(pos < hi))
     bottom = pos[2] + goal.shape.bottom
     return bool(
-        np.linalg.norm(pos[:2] - goal.target_xy) < 0.03 and pos[2] >= goal.target_z and bottom < goal.surface_z + 0.03
+        np.linalg.norm(pos[:2] - goal.target_xy) < PLACED_XY and pos[2] >= goal.target_z and bottom < goal.surface_z + 0.03
     )
 
 
@@ -247,20 +258,20 @@ def hand_clearance(grasp: Grasp, goal: PlaceGoal, priv: Mapping[str, Any]) -> fl
 def grasp_candidates(goal: PlaceGoal, obj_pos: np.ndarray) -> list[Grasp]:
     """Candidate grasps, most preferred first.
 
-    Rim grasps straddle the wall at +y or -y, the side facing the target first (out of whatever
-    the object sits in or under: the drawer's open side, away from the cabinet top), then at -x and
-    +x with the hand turned (fingers closing along x).
+    Rim grasps straddle the wall: first at -x, the robot's side, with the hand turned so the
+    fingers close along x (nearest the shoulder, and in the cabinet drawer the side walls leave
+    the widest gaps); then at +y / -y (the side facing the target first); last at +x.
     Top grasps: the centre line, then points slid along x up to `shape.slide`.
     """
     shape = goal.shape
     if shape.grasp == "rim":
         z = obj_pos[2] + shape.top - 0.017
-        r = shape.rim_radius
+        r = shape.rim_radius - 0.004  # a little inward: the outer finger has the narrower gap
         toward = 1.0 if goal.target_xy[1] >= obj_pos[1] else -1.0
         return [
+            Grasp(np.array([obj_pos[0] - r, obj_pos[1], z]), YAW_X),
             Grasp(np.array([obj_pos[0], obj_pos[1] + toward * r, z])),
             Grasp(np.array([obj_pos[0], obj_pos[1] - toward * r, z])),
-            Grasp(np.array([obj_pos[0] - r, obj_pos[1], z]), YAW_X),
             Grasp(np.array([obj_pos[0] + r, obj_pos[1], z]), YAW_X),
         ]
     z = obj_pos[2] + shape.top - min(0.025, 0.5 * shape.height)
@@ -356,8 +367,12 @@ def decide(goal: PlaceGoal, priv: Mapping[str, Any], cfg: ScriptedConfig) -> Com
     # Holding: the fingers are (being) closed and the eef sits at one of the object's grasp points.
     nearest = min(grasp_candidates(goal, obj), key=lambda g: float(np.linalg.norm(eef - g.point)))
     rel0 = eef - nearest.point
-    in_hand = float(np.linalg.norm(rel0[:2])) < 0.025 and abs(rel0[2]) < 0.03
-    if in_hand and width < pregrasp - 0.015 and not opening:
+    # Loose: a bowl held by its rim tilts and swings about the fingers while carried.
+    in_hand = float(np.linalg.norm(rel0[:2])) < 0.03 and abs(rel0[2]) < 0.045
+    # Closed below the pre-grasp gap (by more than the pre-shaping slop): grasping or holding.
+    # Full-open pre-grasps leave a small margin: a 6.6 cm can holds the fingers at 6.4 cm.
+    closed_gap = FULL_OPEN - 0.008 if goal.shape.pregrasp is None else pregrasp - 0.015
+    if in_hand and width < closed_gap and not opening:
         hold_yaw = yaw + _yaw_error(nearest.yaw, yaw) if abs(_yaw_error(nearest.yaw, yaw)) < 0.3 else yaw
         if closing:
             return Command(eef, hold_yaw, CLOSE, "grasp")
@@ -373,7 +388,7 @@ def decide(goal: PlaceGoal, priv: Mapping[str, Any], cfg: ScriptedConfig) -> Com
     if dxy < 0.01 and abs(rel[2]) < 0.012 and aligned and (shaped or closing):
         return Command(grasp.point, grasp.yaw, CLOSE, "grasp")
     gripper = _shape_fingers(width, float(qvel[0]), pregrasp)
-    hover = cfg.approach_height * _ramp(dxy, 0.006, 0.03)
+    hover = cfg.approach_height * _ramp(dxy, 0.004, 0.02)  # fully down only when within 4 mm
     if not shaped or not aligned:
         hover = max(hover, 0.04)  # never lower closed or misaligned fingers onto the object
     target = grasp.point + np.array([0.0, 0.0, hover])
@@ -412,20 +427,26 @@ def _carry(
     # Release low enough to drop gently, high enough that the palm (~4 cm above the eef) clears the rim.
     release_bottom = max(goal.surface_z + 0.01, goal.rim_z - 0.02 - hang)
     obstacles = max(goal.rim_z, _corridor_top(goal, priv, obj[:2], goal.target_xy)) + cfg.clearance
-    transport_bottom = max(obstacles, goal.base_z + cfg.safe_height, release_bottom)
+    # Cruise at the safe height far from the target, then come down a 45-degree cone toward it: a
+    # high carry near the target would stretch the arm to its singular, straight-elbow pose.
+    cone = release_bottom + d
+    transport_bottom = max(obstacles, min(goal.base_z + cfg.safe_height, cone), release_bottom)
     want_bottom = release_bottom + (transport_bottom - release_bottom) * _ramp(d, 0.012, 0.04)
-    if d >= 0.04:
-        want_bottom = max(want_bottom, bottom)  # far from the target: never lower the object
     target = np.array([eef[0] + d_vec[0], eef[1] + d_vec[1], eef[2] + (want_bottom - bottom)])
-    if d < 0.012 and bottom - release_bottom < 0.015:
+    stalled = float(np.linalg.norm(_eef_velocity(priv))) < 0.01
+    # (surface + 4 cm covers goal_satisfied's zone, so "placed -> open" is never answered by a re-close)
+    low = bottom < max(release_bottom + 0.02, goal.surface_z + 0.04) or (bottom < goal.surface_z + 0.06 and stalled)
+    if d < PLACED_XY and low:
+        # Over the target and low, or stalled just above it (a tilted object touching down): let
+        # go. The zone is wider than where the descent aims, so a release is not taken back.
         return Command(target, yaw, OPEN, "release")
     if d >= 0.04:
         if bottom < transport_bottom - 0.02:
             gate = _ramp(bottom, transport_bottom - 0.05, transport_bottom - 0.02)
             target[:2] = eef[:2] + gate * d_vec
             if goal.shape.grasp == "rim":
-                # Drift toward the grasped wall while rising: out from under a cabinet top or a
-                # drawer's back wall (the wall facing the target is grasped first).
+                # Drift toward the grasped wall while rising: a bowl then leaves a drawer or the
+                # edge of a cabinet top over the wall it hangs from, not over the far one.
                 out = eef[:2] - obj[:2]
                 target[:2] += (1.0 - gate) * 0.01 * out / max(float(np.linalg.norm(out)), 1e-6)
             return Command(target, yaw, CLOSE, "lift")
@@ -433,12 +454,17 @@ def _carry(
     return Command(target, yaw, CLOSE, "place", 1.0, 0.6)
 
 
+def _eef_velocity(priv: Mapping[str, Any]) -> np.ndarray:
+    """(3,) eef velocity in m/s from the joint state; zeros when the observation lacks it."""
+    if "robot0_joint_pos" not in priv or "robot0_joint_vel" not in priv:
+        return np.zeros(3)
+    return eef_velocity(priv["robot0_joint_pos"], priv["robot0_joint_vel"])
+
+
 def _retreat(priv: Mapping[str, Any]) -> Command:
+    """Every goal looks achieved: open the gripper and rise 5 cm (LIBERO ends the episode on success)."""
     eef = np.asarray(priv["robot0_eef_pos"], dtype=np.float64)
     return Command(eef + np.array([0.0, 0.0, 0.05]), hand_yaw(priv["robot0_eef_quat"]), OPEN, "retreat")
-
-
-WRIST_LIMIT = 2.8973  # rad, |joint 7| of the Panda
 
 
 def _yaw_goal(yaw: float, quat: np.ndarray, joints: np.ndarray | None) -> float:
@@ -460,10 +486,11 @@ def _yaw_goal(yaw: float, quat: np.ndarray, joints: np.ndarray | None) -> float:
 
 
 def to_action(cmd: Command, priv: Mapping[str, Any], cfg: ScriptedConfig) -> np.ndarray:
-    """(7,) float32 action: delta position toward cmd.target, rotation toward DOWN_QUAT, gripper."""
+    """(7,) float32 action in [-1, 1]: delta position toward cmd.target (damped, capped at
+    cfg.speed), rotation toward DOWN_QUAT turned by cmd.yaw about z, gripper command."""
     eef = np.asarray(priv["robot0_eef_pos"], dtype=np.float64)
-    err = cmd.target - eef
-    pos = err / POS_SCALE * 1.5
+    delta = POS_GAIN * (cmd.target - eef) - VEL_DAMPING * _eef_velocity(priv)
+    pos = delta / POS_SCALE
     pos[:2] *= cmd.xy_gate
     pos[2] *= cmd.z_speed
     peak = float(np.max(np.abs(pos)))
@@ -509,7 +536,8 @@ class ScriptedExpert:
 
 
 def make_scripted(options: Mapping[str, Any], env_family: str) -> ScriptedExpert:
-    """Registry factory: validate `options` (speed, clearance, approach_height) and build the expert."""
+    """Registry factory: validate `options` (see ScriptedConfig: speed, clearance, safe_height,
+    approach_height) and build the expert; SpecError for other env families or bad options."""
     if env_family != "libero":
         raise SpecError("env.family", f"policy 'scripted' reads LIBERO state only; got family {env_family!r}")
     return ScriptedExpert(ScriptedConfig.from_options(options))

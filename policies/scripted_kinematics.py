@@ -15,10 +15,11 @@ _D = (0.333, 0.0, 0.316, 0.0, 0.384, 0.0, 0.0)
 _ALPHA = (0.0, -np.pi / 2, np.pi / 2, np.pi / 2, -np.pi / 2, np.pi / 2, np.pi / 2)
 FLANGE_TO_EEF = 0.107 + 0.097  # link 7 origin -> flange -> robosuite's grip site, along link 7's z
 SHOULDER_HEIGHT = 0.333  # joint 2 above the base
-# Distance (m) from the shoulder (joint 2) to link 7's origin beyond which a down-pointing hand
-# cannot get: link 6 sits 0.088 m closer to the shoulder and the elbow straightens (a singularity)
-# at about 0.72 m from it; lateral and raised targets fail earlier. Tuned on libero_spatial.
-MAX_REACH = 0.77
+WRIST_OFFSET = 0.088  # link 6 sits this far from link 7's axis, toward the base, hand pointing down
+# Distance (m) from the shoulder (joint 2) to the wrist (joint 6) above which the controller
+# struggles: the elbow is straight (a singularity, joint 4 at its limit) at about 0.72 m. Tuned on
+# libero_spatial: bowls on the far side of the table need the nearer rim.
+MAX_REACH = 0.695
 
 
 def eef_in_base(joint_pos: np.ndarray) -> np.ndarray:
@@ -37,14 +38,22 @@ def eef_in_base(joint_pos: np.ndarray) -> np.ndarray:
     return transform[:3, 3] + transform[:3, 2] * FLANGE_TO_EEF
 
 
+def eef_velocity(joint_pos: np.ndarray, joint_vel: np.ndarray) -> np.ndarray:
+    """(3,) eef linear velocity in m/s (world = base axes) from joint angles (rad) and velocities
+    (rad/s), by a forward difference of the kinematics over 10 ms."""
+    q = np.asarray(joint_pos, dtype=np.float64)[:7]
+    dt = 0.01
+    return (eef_in_base(q + np.asarray(joint_vel, dtype=np.float64)[:7] * dt) - eef_in_base(q)) / dt
+
+
 def base_position(joint_pos: np.ndarray, eef_pos: np.ndarray) -> np.ndarray:
     """(3,) world position of the robot's base, metres (eef minus forward kinematics)."""
     return np.asarray(eef_pos, dtype=np.float64) - eef_in_base(joint_pos)
 
 
 def reach(base: np.ndarray, eef_target: np.ndarray) -> float:
-    """Distance (m) from the shoulder to link 7's origin when the eef is at `eef_target` with the
-    hand pointing down; compare with MAX_REACH."""
+    """Shoulder-to-wrist distance (m) when the eef is at `eef_target` with the hand pointing down
+    (link 7 straight above the eef, link 6 offset toward the base); compare with MAX_REACH."""
     wrist = np.asarray(eef_target, dtype=np.float64) + np.array([0.0, 0.0, FLANGE_TO_EEF])
-    shoulder = np.asarray(base, dtype=np.float64) + np.array([0.0, 0.0, SHOULDER_HEIGHT])
-    return float(np.linalg.norm(wrist - shoulder))
+    rel = wrist - (np.asarray(base, dtype=np.float64) + np.array([0.0, 0.0, SHOULDER_HEIGHT]))
+    return float(np.hypot(np.linalg.norm(rel[:2]) - WRIST_OFFSET, rel[2]))

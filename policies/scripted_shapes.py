@@ -74,7 +74,7 @@ SHAPES: dict[str, Shape] = {
     "basket": Shape(0.005, 0.149, 0.086, surface=0.021),
     "plate": Shape(-0.003, 0.016, 0.070, surface=0.016),
     "akita_black_bowl": Shape(
-        0.002, 0.052, 0.054, grasp="rim", rim_radius=0.047, pregrasp=0.04, surface=0.012
+        0.002, 0.052, 0.054, grasp="rim", rim_radius=0.047, pregrasp=0.035, surface=0.012
     ),
     "glazed_rim_porcelain_ramekin": Shape(0.001, 0.043, 0.045),
     "cookies": Shape(-0.009, 0.009, 0.041),
