@@ -5,7 +5,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
 from robofleet.envs.contract import Observation
+from robofleet.platform.errors import RobofleetError
 from robofleet.policies.contract import Prediction
+
+
+class PlanningError(RobofleetError):
+    """A planning step could not be completed (a proposal or its scoring failed twice, or the
+    simulator could not be restored). Raised, never swallowed: the episode row records it with its cause."""
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,80 @@ from robofleet.planners.direct import Direct
 from robofleet.platform.errors import SpecError
 from robofleet.policies.contract import Policy
 
-PLANNERS = ("direct",)
+PLANNERS = ("direct", "best_of_n")
 
 
 def validate_planner_options(name: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a planner's options (the `[planner]` table minus `name`); SpecError names the bad key."""
+    """Check a planner's options (the `[planner]` table minus `name`); SpecError names the bad key.
+
+    Returns the normalized options with every default filled in (what the spec stores and hashes).
+    """
     if name == "direct":
         for key in options:
             raise SpecError(f"planner.{key}", "unknown key; planner 'direct' takes no options")
         return {}
+    if name == "best_of_n":
+        from robofleet.planners.options import validate
+
+        return validate(options)
     raise SpecError("planner.name", f"unknown value {name!r}; allowed: {', '.join(PLANNERS)}")
 
 
 def make_planner(name: str, options: Mapping[str, Any], policy: Policy, env: Env) -> Planner:
-    """Wrap `policy` in the named planner. `env` is the worker's simulator (for simulator-oracle scoring)."""
+    """Wrap `policy` in the named planner. `env` is the worker's simulator (for simulator-oracle scoring).
+
+    Policies named in the options (planning_policy, reference_policy) are built here, in the worker.
+    """
     if name == "direct":
         return Direct(policy)
+    if name == "best_of_n":
+        return _make_best_of_n(options, policy, env)
     raise KeyError(name)
+
+
+def _make_best_of_n(options: Mapping[str, Any], policy: Policy, env: Env) -> Planner:
+    from robofleet.planners.best_of_n import BestOfN
+    from robofleet.planners.options import BestOfNOptions
+
+    opts = BestOfNOptions.from_dict(options)
+    if opts.scorer == "model":
+        from robofleet.planners.model_scorer import ModelScorer
+
+        table = opts.model.planning_policy
+        world = _build_policy("planning_policy", table, env) if table else policy
+        for method in ("imagine", "value"):
+            if not callable(getattr(world, method, None)):
+                raise SpecError("planner.planning_policy" if table else "planner.scorer",
+                                f"scorer 'model' needs a policy with imagine() and value() (a world model such as "
+                                f"cosmos); {type(world).__name__} has no {method}(); set planner.planning_policy "
+                                "or use scorer 'oracle'")
+        scorer = ModelScorer(policy, world, opts.model, opts.search_depth)
+    else:
+        from robofleet.planners.oracle import OracleScorer
+
+        table = opts.oracle.reference_policy
+        reference = _build_policy("reference_policy", table, env) if table else policy
+        scorer = OracleScorer(env, policy, reference, opts.oracle)
+    return BestOfN(policy, scorer, opts.n, opts.keep_base)
+
+
+def _build_policy(key: str, table: Mapping[str, Any], env: Env) -> Policy:
+    """A second, in-worker policy from a `{ name = ..., <options> }` table; its SpecErrors name planner.<key>.<option>."""
+    from robofleet.policies.registry import make_policy
+
+    options = {k: v for k, v in table.items() if k != "name"}
+    try:
+        return make_policy(table["name"], options, env_family(env))
+    except SpecError as exc:
+        inner = exc.key[len("policy."):] if exc.key.startswith("policy.") else exc.key
+        raise SpecError(f"planner.{key}.{inner}", str(exc).split(": ", 1)[-1]) from exc
+
+
+def env_family(env: Env) -> str:
+    """The env family name of a simulator (policies are built per family)."""
+    family = getattr(env, "family", None)
+    if isinstance(family, str):
+        return family
+    if type(env).__name__ == "LiberoEnv":
+        return "libero"
+    raise SpecError("env.family", f"cannot tell the env family of {type(env).__name__} to build a planning policy")

@@ -18,8 +18,9 @@ PolicyFactory = Callable[[Mapping[str, Any], str], Policy]
 BUILTIN_POLICIES: dict[str, str] = {
     "zero": "robofleet.policies.simple:make_zero",
     "random": "robofleet.policies.simple:make_random",
-    "scripted": "robofleet.policies.scripted:make_scripted",
-    "cosmos": "robofleet.policies.cosmos.factory:make_cosmos",
+    "scripted": "robofleet.policies.by_family:make_scripted",  # LIBERO expert / robosuite Lift expert
+    "cosmos": "robofleet.policies.by_family:make_cosmos",  # robosuite family -> RoboCasa's layout
+    "noisy": "robofleet.policies.noisy:make_noisy",
 }
 
 

@@ -1,0 +1,169 @@
+"""The `[planner]` options of best_of_n, as frozen dataclasses; validated once, on the driver.
+
+    [planner]
+    name = "best_of_n"
+    n = 8                          # proposals per query, >= 1
+    scorer = "model"               # "model" (world model x value ensembles) | "oracle" (the simulator)
+    search_depth = 1               # model scorer: chunks imagined ahead (see planners/model_scorer.py)
+    keep_base = false              # true: proposal 0 is direct's own chunk and wins unless strictly beaten
+
+    # scorer = "model"
+    aggregation = "average"        # average | lcb | success_vote | majority_mean
+    future_steps = [1, 3, 5]       # one world-model prediction per entry, with that many denoising steps
+    value_steps = [1, 2, 3, 4, 5]  # per future: one value prediction per entry
+    success_threshold = 0.5        # success_vote: a value above it is a vote for success
+    planning_policy = { name = "cosmos", config = "2b", checkpoint = "..." }   # default: the acting policy
+
+    # scorer = "oracle"
+    execute_steps = 16             # leading actions of each chunk simulated (default: the whole chunk)
+    extend_steps = 0               # closed-loop steps the acting policy adds to each proposal (see oracle.py)
+    lookahead = 0                  # steps the reference policy plays on from there to look for success
+    reference_policy = { name = "scripted" }   # who plays the lookahead; default: the acting policy
+
+`validate(options)` returns the normalized dict (every default filled in) that the spec stores;
+`BestOfNOptions.from_dict` rebuilds the dataclasses inside the worker.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from robofleet.platform.errors import SpecError
+
+SCORERS = ("model", "oracle")
+AGGREGATIONS = ("average", "lcb", "success_vote", "majority_mean")
+COMMON_KEYS = ("n", "scorer", "search_depth", "keep_base")
+MODEL_KEYS = ("aggregation", "future_steps", "value_steps", "success_threshold", "planning_policy")
+ORACLE_KEYS = ("execute_steps", "extend_steps", "lookahead", "reference_policy")
+MAX_PROPOSALS = 1024
+MAX_STEPS = 10_000  # more simulated steps than any suite's episode: a typo, not a plan
+
+
+@dataclass(frozen=True)
+class ModelScorerOptions:
+    """Scoring with a world model and a value function (REFERENCE.md §3)."""
+
+    aggregation: str = "average"  # how the futures x values ensemble becomes one score
+    future_steps: tuple[int, ...] = (1, 3, 5)  # one imagined future per entry (denoising steps of that pass)
+    value_steps: tuple[int, ...] = (1, 2, 3, 4, 5)  # one value per future per entry (denoising steps)
+    success_threshold: float = 0.5  # success_vote: values above it vote for success
+    planning_policy: Mapping[str, Any] = field(default_factory=dict)  # {name, ...options}; {} = the acting policy
+
+
+@dataclass(frozen=True)
+class OracleScorerOptions:
+    """Scoring in the simulator itself (planners/oracle.py)."""
+
+    execute_steps: int = 0  # leading actions of each proposal's chunk simulated; 0 = the whole chunk
+    extend_steps: int = 0  # closed-loop steps of the acting policy appended to each proposal
+    lookahead: int = 0  # steps the reference policy plays after the proposal, looking for success
+    reference_policy: Mapping[str, Any] = field(default_factory=dict)  # {name, ...options}; {} = the acting policy
+
+
+@dataclass(frozen=True)
+class BestOfNOptions:
+    n: int = 4  # proposals per query
+    scorer: str = "model"  # "model" | "oracle"
+    search_depth: int = 1  # model scorer: chunks imagined ahead; the oracle takes 1 only
+    keep_base: bool = False  # proposal 0 = direct's chunk (seed = the query seed), kept unless strictly beaten
+    model: ModelScorerOptions | None = None  # set when scorer == "model"
+    oracle: OracleScorerOptions | None = None  # set when scorer == "oracle"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat, TOML-able form the spec stores (the scorer's keys beside the common ones)."""
+        flat: dict[str, Any] = {"n": self.n, "scorer": self.scorer, "search_depth": self.search_depth,
+                                "keep_base": self.keep_base}
+        for part in (self.model, self.oracle):
+            if part is not None:
+                for key, value in asdict(part).items():
+                    flat[key] = list(value) if isinstance(value, tuple) else value
+        return flat
+
+    @staticmethod
+    def from_dict(options: Mapping[str, Any]) -> "BestOfNOptions":
+        """Validate `[planner]` options (without `name`); SpecError names `planner.<key>`."""
+        return _parse(options)
+
+
+def validate(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalized best_of_n options (defaults filled in), or SpecError naming the bad key."""
+    return _parse(options).to_dict()
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+def _int(options: Mapping[str, Any], key: str, default: int, minimum: int, maximum: int) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise SpecError(f"planner.{key}", f"must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return value
+
+
+def _steps_list(options: Mapping[str, Any], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    value = options.get(key, list(default))
+    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100 for v in value)
+    if not ok:
+        raise SpecError(f"planner.{key}", f"must be a non-empty list of denoising step counts in [1, 100], "
+                        f"one ensemble member each (e.g. {list(default)}), got {value!r}")
+    return tuple(value)
+
+
+def _policy_table(options: Mapping[str, Any], key: str) -> dict[str, Any]:
+    from robofleet.policies.registry import available_policies
+
+    value = options.get(key, {})
+    if not isinstance(value, Mapping):
+        raise SpecError(f"planner.{key}", f"must be a table {{ name = \"<policy>\", <its options> }}, got {value!r}")
+    if not value:
+        return {}
+    name = value.get("name")
+    allowed = available_policies()
+    if name not in allowed:
+        raise SpecError(f"planner.{key}.name", f"unknown policy {name!r}; allowed: {', '.join(allowed)}")
+    return dict(value)
+
+
+def _parse(options: Mapping[str, Any]) -> BestOfNOptions:
+    scorer = options.get("scorer", "model")
+    if scorer not in SCORERS:
+        raise SpecError("planner.scorer", f"unknown value {scorer!r}; allowed: {', '.join(SCORERS)}")
+    own, other = (MODEL_KEYS, ORACLE_KEYS) if scorer == "model" else (ORACLE_KEYS, MODEL_KEYS)
+    for key in options:
+        if key in other:
+            raise SpecError(f"planner.{key}", f"applies to scorer {'oracle' if scorer == 'model' else 'model'!r} only; "
+                            f"scorer {scorer!r} takes: {', '.join(COMMON_KEYS + own)}")
+        if key not in COMMON_KEYS + own:
+            raise SpecError(f"planner.{key}", f"unknown key; planner 'best_of_n' with scorer {scorer!r} takes: "
+                            f"{', '.join(COMMON_KEYS + own)}")
+    keep_base = options.get("keep_base", False)
+    if not isinstance(keep_base, bool):
+        raise SpecError("planner.keep_base", f"must be true or false, got {keep_base!r}")
+    n = _int(options, "n", 4, 1, MAX_PROPOSALS)
+    depth = _int(options, "search_depth", 1, 1, 16)
+    model = oracle = None
+    if scorer == "model":
+        aggregation = options.get("aggregation", "average")
+        if aggregation not in AGGREGATIONS:
+            raise SpecError("planner.aggregation", f"unknown value {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
+        threshold = options.get("success_threshold", 0.5)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
+            raise SpecError("planner.success_threshold", f"must be a number in (0, 1), got {threshold!r}")
+        model = ModelScorerOptions(
+            aggregation=aggregation,
+            future_steps=_steps_list(options, "future_steps", (1, 3, 5)),
+            value_steps=_steps_list(options, "value_steps", (1, 2, 3, 4, 5)),
+            success_threshold=float(threshold),
+            planning_policy=_policy_table(options, "planning_policy"),
+        )
+    else:
+        if depth != 1:
+            raise SpecError("planner.search_depth", f"must be 1 with scorer 'oracle', got {depth}: the simulator "
+                            "plays the future out itself (use planner.extend_steps / planner.lookahead); "
+                            "search depth > 1 is for scorer 'model'")
+        oracle = OracleScorerOptions(
+            execute_steps=_int(options, "execute_steps", 0, 0, MAX_STEPS),
+            extend_steps=_int(options, "extend_steps", 0, 0, MAX_STEPS),
+            lookahead=_int(options, "lookahead", 0, 0, MAX_STEPS),
+            reference_policy=_policy_table(options, "reference_policy"),
+        )
+    return BestOfNOptions(n=n, scorer=scorer, search_depth=depth, keep_base=keep_base, model=model, oracle=oracle)

@@ -1,0 +1,115 @@
+"""`noisy`: a wrapper that adds seeded Gaussian noise to another policy's arm actions.
+
+It turns one deterministic policy (the scripted expert) into a distribution of proposals: each
+request's noise is drawn from the request's own seed (`platform.seeds.generator(seed)`), so best-of-N
+proposal i (seed `proposal_seed(query_seed, i)`) differs from proposal j, and the same seed always
+gives the same chunk, whatever the worker, replica or batch.
+
+    noise (K, 6) ~ N(0, scale^2) per arm dimension (delta position xyz + delta rotation xyz),
+    actions[:, :6] = clip(base_actions[:, :6] + noise, -1, 1)      # the gripper dimension is kept
+
+The clip keeps actions in the controller's input range (robosuite clips there anyway). With the
+default scale the scripted expert fails noticeably often on libero_object / libero_spatial (see
+benchmarks/planning_oracle.py), so planning over proposals has something to choose between.
+
+Spec example:
+
+    [policy]
+    name = "noisy"
+    base = "scripted"          # any registered policy name except "noisy"
+    scale = 0.3                # Gaussian std in action units on the 6 arm dims; 0 = the base policy
+    base_options = { speed = 1.0 }   # the base policy's own options, validated by its factory
+
+Python:
+
+    policy = make_noisy({"scale": 0.3}, "libero")
+    [prediction] = policy.predict([obs], [seed])   # prediction.actions: (1, 7) float32
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from robofleet.envs.contract import Observation
+from robofleet.platform.errors import SpecError
+from robofleet.platform.seeds import generator
+from robofleet.policies.contract import Policy, Prediction
+
+ARM_DIMS = 6  # LIBERO's delta EEF pose: position xyz + rotation xyz; the 7th (gripper) stays noiseless
+DEFAULT_SCALE = 0.3  # measured: fails noticeably on libero_object and often on libero_spatial (see benchmarks/planning_oracle.py)
+OPTIONS = ("base", "scale", "base_options")
+
+
+@dataclass(frozen=True)
+class NoisyConfig:
+    """The [policy] options of `noisy`."""
+
+    base: str = "scripted"  # name of the wrapped policy (registry name)
+    scale: float = DEFAULT_SCALE  # Gaussian std in action units on the ARM_DIMS arm dimensions, >= 0
+    base_options: Mapping[str, Any] = field(default_factory=dict)  # the wrapped policy's own options
+
+    @staticmethod
+    def from_options(options: Mapping[str, Any]) -> "NoisyConfig":
+        """Validate `[policy]` options; SpecError names the key, the value and what is allowed."""
+        for key in options:
+            if key not in OPTIONS:
+                raise SpecError(f"policy.{key}", f"unknown option for policy 'noisy'; allowed: {', '.join(OPTIONS)} "
+                                "(options of the wrapped policy go in `base_options`)")
+        base = options.get("base", "scripted")
+        if not isinstance(base, str) or not base:
+            raise SpecError("policy.base", f"must be a policy name, got {base!r}")
+        if base == "noisy":
+            raise SpecError("policy.base", "cannot be 'noisy' itself; wrap the policy that makes the actions")
+        scale = options.get("scale", DEFAULT_SCALE)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 10.0:
+            raise SpecError("policy.scale", f"must be a number in [0, 10] (action units), got {scale!r}")
+        base_options = options.get("base_options", {})
+        if not isinstance(base_options, Mapping):
+            raise SpecError("policy.base_options", f"must be a table of the base policy's options, got {base_options!r}")
+        return NoisyConfig(base=base, scale=float(scale), base_options=dict(base_options))
+
+
+class NoisyPolicy:
+    """`base`'s chunks plus Gaussian noise of std `scale` on the first ARM_DIMS action dimensions.
+
+    The base policy receives the same seeds (a stochastic base stays seed-reproducible); the noise of
+    request i comes from `generator(seeds[i])`.
+    """
+
+    def __init__(self, base: Policy, scale: float):
+        self.base = base
+        self.scale = float(scale)
+        self.chunk_size = base.chunk_size
+
+    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
+        """observations[i], seeds[i] -> the base's Prediction with actions (K, d_act) float32 made noisy."""
+        predictions = self.base.predict(observations, seeds)
+        noisy = []
+        for prediction, seed in zip(predictions, seeds):
+            actions = np.array(prediction.actions, dtype=np.float32, copy=True)
+            dims = min(ARM_DIMS, actions.shape[1])
+            noise = generator(int(seed)).normal(0.0, self.scale, (actions.shape[0], dims))
+            actions[:, :dims] = np.clip(actions[:, :dims] + noise, -1.0, 1.0)
+            noisy.append(replace(prediction, actions=actions, stats={**prediction.stats, "noise_scale": self.scale}))
+        return noisy
+
+    def reset(self) -> None:
+        self.base.reset()
+
+
+def make_noisy(options: Mapping[str, Any], env_family: str) -> NoisyPolicy:
+    """Registry factory: validate the options, build the base policy from `base_options`, wrap it."""
+    from robofleet.policies.registry import available_policies, make_policy
+
+    config = NoisyConfig.from_options(options)
+    if config.base not in available_policies():
+        raise SpecError("policy.base", f"unknown policy {config.base!r}; allowed: "
+                        f"{', '.join(n for n in available_policies() if n != 'noisy')}")
+    try:
+        base = make_policy(config.base, config.base_options, env_family)
+    except SpecError as exc:  # the base's own key, seen from the spec: policy.base_options.<key>
+        key = exc.key[len("policy."):] if exc.key.startswith("policy.") else exc.key
+        raise SpecError(f"policy.base_options.{key}", str(exc).split(": ", 1)[-1]) from exc
+    return NoisyPolicy(base, config.scale)
