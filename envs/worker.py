@@ -1,7 +1,10 @@
 """EnvWorker: a Ray actor that owns one simulator and runs whole episodes in it.
 
 The simulator (and its EGL context) is created inside the actor's process, on `setup()`.
-Resources are declared by the driver with `.options(num_cpus=...)` from the spec.
+Resources and the Python environment are declared by the driver with `.options(num_cpus=...,
+runtime_env=envs.families.worker_runtime_env(family))`: LIBERO workers share the driver's Python,
+robosuite-1.5 / RoboCasa workers start in their own venv. This module is imported there too, so it
+imports nothing that venv lacks (no torch).
 """
 from __future__ import annotations
 
@@ -12,7 +15,12 @@ from typing import Any
 import ray
 
 from robofleet.platform.episodes import EpisodeSpec
+from robofleet.platform.errors import RobofleetError
 from robofleet.platform.spec import RunSpec
+
+
+class PolicyEnvironmentError(RobofleetError):
+    """The policy cannot run inside this env family's Python environment."""
 
 
 def make_env(spec: RunSpec):
@@ -27,7 +35,58 @@ def make_env(spec: RunSpec):
             hard_reset=spec.env.reset == "hard",
             max_steps=spec.env.max_steps,
         )
+    if spec.env.family == "robosuite":
+        from robofleet.envs.robosuite15 import RobosuiteEnv
+
+        return RobosuiteEnv(
+            suite=spec.env.suite,
+            image_size=spec.env.image_size,
+            render_cameras=spec.env.render_cameras,
+            cameras=spec.env.cameras,
+            hard_reset=spec.env.reset == "hard",
+            max_steps=spec.env.max_steps,
+        )
+    if spec.env.family == "robocasa":
+        from robofleet.envs.robocasa import RoboCasaEnv
+
+        return RoboCasaEnv(
+            suite=spec.env.suite,
+            image_size=spec.env.image_size,
+            render_cameras=spec.env.render_cameras,
+            cameras=spec.env.cameras,
+            max_steps=spec.env.max_steps,
+        )
     raise KeyError(spec.env.family)
+
+
+def family_versions(family: str) -> dict[str, str | None]:
+    """Versions that only some families' Python environments have (RoboCasa's), for the fingerprint."""
+    if family not in ("robosuite", "robocasa"):
+        return {}
+    from robofleet.platform.fingerprint import package_versions
+
+    versions = package_versions(("robocasa",))
+    versions.pop("python")
+    return versions
+
+
+def _make_local_policy(spec: RunSpec):
+    """The spec's policy inside this worker; a module missing from this family's Python environment
+    (torch in the robosuite-1.5 one) becomes an error that says how to serve the policy instead."""
+    from robofleet.policies.registry import make_policy
+
+    try:
+        return make_policy(spec.policy.name, spec.policy.options, spec.env.family)
+    except ModuleNotFoundError as exc:
+        from robofleet.envs.families import python_env
+
+        env = python_env(spec.env.family)
+        if env.python() is None:
+            raise
+        raise PolicyEnvironmentError(
+            f"policy {spec.policy.name!r} imports {exc.name!r}, which the {env.name} Python environment of "
+            f"env family {spec.env.family!r} ({env.venv()}) does not have: serve the policy from replicas in the "
+            "driver's environment ([serving] replicas = 1 or more), or install it into that venv") from exc
 
 
 @ray.remote
@@ -52,17 +111,17 @@ class EnvWorker:
         """Build the simulator and the policy; return this process's facts (pid, package versions)."""
         from robofleet.planners.registry import make_planner
         from robofleet.platform.fingerprint import package_versions
-        from robofleet.policies.registry import make_policy
 
         if self.replicas:
             from robofleet.policies.replica import ReplicaClient
 
             policy = ReplicaClient(self.replicas, chunk_size=None, worker_index=self.worker_index)
         else:
-            policy = make_policy(self.spec.policy.name, self.spec.policy.options, self.spec.env.family)
+            policy = _make_local_policy(self.spec)
         self.env = make_env(self.spec)
         self.planner = make_planner(self.spec.planner.name, self.spec.planner.options, policy, self.env)
-        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(), "packages": package_versions()}
+        return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+                "packages": {**package_versions(), **family_versions(self.spec.env.family)}}
 
     def task_name(self, task_id: int) -> str:
         return self.env.task_name(task_id)

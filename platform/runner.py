@@ -93,9 +93,13 @@ class _WorkerPool:
     """EnvWorker actors: started with the spec's resources, replaced when one dies."""
 
     def __init__(self, spec: RunSpec, n: int, replicas: list[Any] | None = None):
+        from robofleet.envs.families import worker_runtime_env
         from robofleet.envs.worker import EnvWorker
 
-        self._cls = EnvWorker.options(num_cpus=spec.run.cpus_per_worker, max_restarts=0)
+        # The family's Python environment (robosuite 1.5 / RoboCasa workers: their own venv).
+        runtime_env = worker_runtime_env(spec.env.family)
+        self._cls = EnvWorker.options(num_cpus=spec.run.cpus_per_worker, max_restarts=0,
+                                      **({"runtime_env": runtime_env} if runtime_env else {}))
         self.spec = spec
         self.replicas = replicas
         self.worker_packages: list[dict[str, Any]] = []

@@ -15,6 +15,14 @@ A spec (see examples/*.toml):
     reset = "hard"                # "hard" (bit-identical episodes) | "soft" (faster, not identical)
     max_steps = 280               # optional; default: the suite's protocol limit
 
+    # family = "robosuite": robosuite 1.5 tasks in their own Python environment (envs/families.py)
+    #   suite = "single_arm" (default), tasks = "all" or names ["Lift", "Stack"] (or ids),
+    #   trials: any number (trial i's initial state is drawn from its episode seed),
+    #   cameras = ["agentview", "robot0_eye_in_hand"] (default; any of the task's cameras)
+    # family = "robocasa": RoboCasa's protocol (envs/robocasa_tasks.py)
+    #   suite = "atomic" (default), tasks = "all" or names ["PnPCounterToCab"], trials (scene of
+    #   trial t: (t // 10) % 5), image_size = 224 (default), cameras = the protocol's three (default)
+
     [policy]
     name = "scripted"             # zero | random | scripted | cosmos | an entry-point policy
     open_loop_steps = 16          # optional: actions executed per chunk (default: the whole chunk)
@@ -47,11 +55,14 @@ from typing import Any, Mapping
 
 import tomli_w
 
+from robofleet.envs import robocasa_tasks, robosuite_tasks
 from robofleet.envs.libero_suites import LIBERO_SUITES, TRIALS_PER_INIT_FILE
 from robofleet.platform.errors import SpecError
 
-ENV_FAMILIES = ("libero",)
+ENV_FAMILIES = ("libero", "robosuite", "robocasa")
 RESET_MODES = ("hard", "soft")
+MAX_TRIALS_SEEDED = 10_000  # robosuite / robocasa: initial states come from seeds, not from a file
+MAX_STEPS_SEEDED = 10_000  # their horizon is ours (ignore_done), not robosuite's 1000
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ class EnvSpec:
     render_cameras: bool = True
     reset: str = "hard"
     max_steps: int | None = None
+    cameras: tuple[str, ...] = ()  # robosuite / robocasa: cameras rendered (LIBERO's are fixed: empty)
 
 
 @dataclass(frozen=True)
@@ -109,6 +121,10 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["env"]["tasks"] = list(self.env.tasks)
+        if self.env.cameras:
+            data["env"]["cameras"] = list(self.env.cameras)
+        else:  # absent, so LIBERO specs keep the hash they had before the key existed (their runs resume)
+            del data["env"]["cameras"]
         return data
 
     def identity_hash(self) -> str:
@@ -158,28 +174,56 @@ def _choice(value: Any, key: str, allowed: tuple[str, ...] | list[str]) -> str:
     return value
 
 
-def _tasks(value: Any, n_tasks: int, suite: str) -> tuple[int, ...]:
+def _tasks(value: Any, n_tasks: int, suite: str, names: tuple[str, ...] = ()) -> tuple[int, ...]:
+    """Task ids from "all" or a list of ids (or, where the suite has `names`, task names)."""
     if value == "all":
         return tuple(range(n_tasks))
     if not isinstance(value, list) or not value:
-        raise SpecError("env.tasks", f'must be "all" or a non-empty list of task ids, got {value!r}')
+        raise SpecError("env.tasks", f'must be "all" or a non-empty list of task {"names or " if names else ""}ids, '
+                                     f"got {value!r}")
     ids = []
     for v in value:
-        _int(v, "env.tasks")
+        if names and isinstance(v, str):
+            if v not in names:
+                raise SpecError("env.tasks", f"unknown task {v!r} in suite {suite}; allowed: {', '.join(names)}")
+            v = names.index(v)
+        else:
+            _int(v, "env.tasks")
         if not 0 <= v < n_tasks:
             raise SpecError("env.tasks", f"task id {v} out of range: {suite} has tasks 0..{n_tasks - 1}")
         ids.append(v)
     if len(set(ids)) != len(ids):
-        raise SpecError("env.tasks", f"duplicate task ids in {value!r}")
+        raise SpecError("env.tasks", f"duplicate tasks in {value!r}")
     return tuple(ids)
+
+
+def _cameras(value: Any, allowed: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
+        raise SpecError("env.cameras", f"must be a non-empty list of camera names, got {value!r}")
+    unknown = [c for c in value if c not in allowed]
+    if unknown:
+        raise SpecError("env.cameras", f"unknown camera {unknown[0]!r} for {where}; allowed: {', '.join(allowed)}")
+    if len(set(value)) != len(value):
+        raise SpecError("env.cameras", f"duplicate cameras in {value!r}")
+    return tuple(value)
+
+
+ENV_KEYS = ("family", "suite", "tasks", "trials", "image_size", "render_cameras", "reset", "max_steps", "cameras")
 
 
 def _env_spec(table: Any) -> EnvSpec:
     if not isinstance(table, dict):
         raise SpecError("env", "must be a table ([env])")
     where = "env."
-    _check_keys(table, ("family", "suite", "tasks", "trials", "image_size", "render_cameras", "reset", "max_steps"), where)
+    _check_keys(table, ENV_KEYS, where)
     family = _choice(_require(table, "family", where), "env.family", ENV_FAMILIES)
+    if family == "robosuite":
+        return _robosuite_env_spec(table)
+    if family == "robocasa":
+        return _robocasa_env_spec(table)
+    if "cameras" in table:
+        raise SpecError("env.cameras", "LIBERO renders agentview and robot0_eye_in_hand (fixed); "
+                                       "env.cameras is for the robosuite and robocasa families")
     suite_name = _choice(_require(table, "suite", where), "env.suite", list(LIBERO_SUITES))
     suite = LIBERO_SUITES[suite_name]
     max_steps = table.get("max_steps")
@@ -192,6 +236,51 @@ def _env_spec(table: Any) -> EnvSpec:
         render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
         reset=_choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
         max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, 990),
+    )
+
+
+def _robosuite_env_spec(table: Mapping[str, Any]) -> EnvSpec:
+    """family "robosuite": robosuite 1.5 tasks by name; trial i's initial state comes from its seed."""
+    suite_name = _choice(table.get("suite", robosuite_tasks.DEFAULT_SUITE), "env.suite",
+                         list(robosuite_tasks.ROBOSUITE_SUITES))
+    suite = robosuite_tasks.ROBOSUITE_SUITES[suite_name]
+    tasks = _tasks(_require(table, "tasks", "env."), len(suite.tasks), suite_name, suite.task_names)
+    allowed = tuple(c for c in suite.tasks[tasks[0]].cameras if all(c in suite.tasks[t].cameras for t in tasks))
+    where = f"task{'s' if len(tasks) > 1 else ''} {', '.join(suite.tasks[t].name for t in tasks)}"
+    max_steps = table.get("max_steps")
+    return EnvSpec(
+        family="robosuite",
+        suite=suite_name,
+        tasks=tasks,
+        trials=_int(_require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
+        image_size=_int(table.get("image_size", 256), "env.image_size", 32, 1024),
+        render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
+        reset=_choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
+        max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
+        cameras=_cameras(table.get("cameras", list(robosuite_tasks.DEFAULT_CAMERAS)), allowed, where),
+    )
+
+
+def _robocasa_env_spec(table: Mapping[str, Any]) -> EnvSpec:
+    """family "robocasa": RoboCasa's atomic tasks by name, with its protocol's scenes, cameras and limits."""
+    suite_name = _choice(table.get("suite", robocasa_tasks.SUITE), "env.suite", list(robocasa_tasks.ROBOCASA_SUITES))
+    tasks = robocasa_tasks.ROBOCASA_SUITES[suite_name]
+    reset = _choice(table.get("reset", "hard"), "env.reset", RESET_MODES)
+    if reset != "hard":
+        raise SpecError("env.reset", "robocasa builds a fresh kitchen for every episode (the reference protocol); "
+                                     "only 'hard' applies")
+    max_steps = table.get("max_steps")
+    allowed = robocasa_tasks.CAMERAS + robocasa_tasks.OTHER_CAMERAS
+    return EnvSpec(
+        family="robocasa",
+        suite=suite_name,
+        tasks=_tasks(_require(table, "tasks", "env."), len(tasks), suite_name, tuple(t.name for t in tasks)),
+        trials=_int(_require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
+        image_size=_int(table.get("image_size", robocasa_tasks.IMAGE_SIZE), "env.image_size", 32, 1024),
+        render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
+        reset=reset,
+        max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
+        cameras=_cameras(table.get("cameras", list(robocasa_tasks.CAMERAS)), allowed, "robocasa"),
     )
 
 
