@@ -24,11 +24,14 @@ def read_rows(path) -> list[dict[str, str]]:
 
 
 def env_worker_processes() -> list[psutil.Process]:
+    """EnvWorker processes of this test's own Ray cluster (descendants of this process), never others'."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if cmd.startswith("ray::EnvWorker"):
-            found.append(proc)
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(proc.cmdline()).startswith("ray::EnvWorker"):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
     return found
 
 
