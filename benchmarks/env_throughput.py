@@ -37,7 +37,8 @@ def bare_loop(args: argparse.Namespace) -> dict[str, float]:
     from robofleet.envs.libero import LiberoEnv
 
     env = LiberoEnv("libero_object", image_size=args.image_size, max_steps=args.max_steps)
-    env.reset(0, 0, 0)  # build the simulator outside the timed region, as the workers' start-up does
+    # The task's simulator is built by the first reset, inside the timed region: a worker also builds it
+    # in its first episode (the worker's start-up only constructs the LiberoEnv, as here).
     action = np.zeros(7)
     action[-1] = -1.0
     start = time.perf_counter()
