@@ -90,7 +90,7 @@ class OracleScorer:
             horizons.append(horizon)
             success_steps.append(success_at)
             scores.append(0.0 if success_at is None else (horizon + 1 - success_at) / (horizon + 1))
-            plans.append(np.stack(plan).astype(np.float32))
+            plans.append(np.stack(plan))  # no cast: the executed actions must be the simulated ones, exactly
         extras = {
             "success_step": success_steps,
             "plan_steps": [len(p) for p in plans],
