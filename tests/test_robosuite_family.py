@@ -175,10 +175,13 @@ COSMOS_CAMERAS = {"wrist": "robot0_eye_in_hand", "left": "agentview", "right": "
 COSMOS_OPTIONS = {"config": "tiny", "device": "cpu", "cameras": COSMOS_CAMERAS}
 
 
-def test_cosmos_on_robosuite_uses_robocasas_layout_and_answers_in_classes_workers_can_load():
+def test_cosmos_on_robosuite_uses_robocasas_layout_and_answers_in_classes_workers_can_load(tmp_path):
+    import pickle
+
     import numpy as np
 
     from robofleet.envs.contract import Observation
+    from robofleet.policies.prediction import CosmosPrediction
     from robofleet.policies.registry import make_policy
 
     policy = make_policy("cosmos", COSMOS_OPTIONS, "robosuite")
@@ -186,10 +189,19 @@ def test_cosmos_on_robosuite_uses_robocasas_layout_and_answers_in_classes_worker
     obs = Observation(images={k: np.full((32, 32, 3), 90, np.uint8) for k in COSMOS_CAMERAS.values()},
                       proprio=np.zeros(9, np.float32), instruction="lift the red cube")
     [future] = policy.imagine([obs], [np.zeros((32, 7), np.float32)], [3])
-    assert type(future).__module__ == "robofleet.policies.by_family"  # no torch needed to unpickle it
-    assert future.latents is not None
-    [value] = policy.value([obs], [future.actions], [future], [3])  # its latents are used, as a CosmosPrediction's
+    assert type(future) is CosmosPrediction and future.latents is not None
+    [value] = policy.value([obs], [future.actions], [future], [3])  # its latents are used
     assert 0.0 <= value <= 1.0
+    (tmp_path / "future.pkl").write_bytes(pickle.dumps(future))
+    loaded = in_rs15(f"""
+        import json, pickle, sys
+        future = pickle.loads(open({str(tmp_path / "future.pkl")!r}, "rb").read())
+        print(json.dumps({{"class": type(future).__module__ + "." + type(future).__qualname__,
+                          "latents": list(future.latents.shape), "actions": list(future.actions.shape),
+                          "torch": "torch" in sys.modules}}))
+    """)
+    assert loaded == {"class": "robofleet.policies.prediction.CosmosPrediction", "latents": list(future.latents.shape),
+                      "actions": [32, 7], "torch": False}  # a robosuite-1.5 worker loads it without torch
 
 
 def test_cosmos_robocasa_layout_runs_an_episode_on_three_robosuite_cameras(ray_cluster, tmp_path):

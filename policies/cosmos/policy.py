@@ -33,19 +33,9 @@ from robofleet.policies.cosmos.network import CosmosNetwork
 from robofleet.policies.cosmos.sampler import initial_noise, sample
 from robofleet.policies.cosmos.stats import DatasetStats
 from robofleet.policies.cosmos.timing import PhaseTimer
+from robofleet.policies.prediction import CosmosPrediction  # torch-free: env workers unpickle it
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class CosmosPrediction(Prediction):
-    """A Prediction plus the latent sample its future state and value were read from.
-
-    latents: float32 (16, T, h, w) normalised latents (~450 KB at 224 px for LIBERO). `value()`
-        reuses their future-state frames instead of re-encoding decoded images.
-    """
-
-    latents: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
