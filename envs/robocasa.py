@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from robofleet.envs.contract import Observation, Step
+from robofleet.envs.contract import Observation
 from robofleet.envs.robocasa_tasks import (
     BODY_PART_ORDERING,
     CAMERAS,
@@ -35,7 +35,7 @@ from robofleet.envs.robocasa_tasks import (
     scene_for_trial,
     wait_action,
 )
-from robofleet.envs.robosuite15 import check_action, robosuite_observation
+from robofleet.envs.robosuite15 import RobosuiteSimEnv, check_action, robosuite_observation
 from robofleet.platform.errors import RobofleetError
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def make_kitchen(**kwargs: Any) -> Any:
     return robosuite.make(controller_configs=pandaomron_controller_config(), **kwargs)
 
 
-class RoboCasaEnv:
+class RoboCasaEnv(RobosuiteSimEnv):
     """RoboCasa atomic tasks with the reference protocol; a new kitchen per episode.
 
     Args:
@@ -167,27 +167,9 @@ class RoboCasaEnv:
             raw, _, _, _ = self._env.step(wait_action())
         return self._observation(raw)
 
-    def step(self, action: np.ndarray) -> Step:
+    def _robot_action(self, action: np.ndarray) -> np.ndarray:
         """action: (7,) arm + gripper in [-1, 1]; padded to the robot's 12 (base still, arm mode)."""
-        raw, reward, _, _ = self._env.step(pad_action(check_action(action, POLICY_ACTION_DIM)))
-        success = bool(self._env._check_success())
-        return Step(obs=self._observation(raw), done=success, success=success, info={"reward": float(reward)})
-
-    def get_state(self) -> np.ndarray:
-        return np.array(self._env.sim.get_state().flatten(), dtype=np.float64, copy=True)
-
-    def set_state(self, state: np.ndarray) -> Observation:
-        self._env.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
-        self._env.sim.forward()
-        return self._observation(self._env._get_observations(force_update=True))
-
-    def check_success(self) -> bool:
-        return bool(self._env._check_success())
-
-    def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-            self._env = None
+        return pad_action(check_action(action, POLICY_ACTION_DIM))
 
     def _observation(self, raw: Mapping[str, Any]) -> Observation:
         return robosuite_observation(raw, self.cameras, self._instruction, self._extra)

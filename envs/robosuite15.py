@@ -95,7 +95,46 @@ def check_action(action: np.ndarray, dim: int) -> np.ndarray:
     return action
 
 
-class RobosuiteEnv:
+class RobosuiteSimEnv:
+    """The Env contract's step / state / close on a built robosuite-1.5 simulator (`self._env`),
+    shared by the `robosuite` and `robocasa` adapters; each says how a policy action becomes the
+    robot's (`_robot_action`) and how an observation is labelled (`_observation`)."""
+
+    _env: Any = None
+
+    def _robot_action(self, action: np.ndarray) -> np.ndarray:
+        """A policy action -> the robot's float64 action (checked)."""
+        raise NotImplementedError
+
+    def _observation(self, raw: Mapping[str, Any]) -> Observation:
+        raise NotImplementedError
+
+    def step(self, action: np.ndarray) -> Step:
+        """One policy action; success = the task's `_check_success()` after it."""
+        raw, reward, _, _ = self._env.step(self._robot_action(action))
+        success = bool(self._env._check_success())
+        return Step(obs=self._observation(raw), done=success, success=success, info={"reward": float(reward)})
+
+    def get_state(self) -> np.ndarray:
+        """The flattened MuJoCo state (float64), for set_state."""
+        return np.array(self._env.sim.get_state().flatten(), dtype=np.float64, copy=True)
+
+    def set_state(self, state: np.ndarray) -> Observation:
+        """Restore get_state()'s state exactly; its observation."""
+        self._env.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
+        self._env.sim.forward()
+        return self._observation(self._env._get_observations(force_update=True))
+
+    def check_success(self) -> bool:
+        return bool(self._env._check_success())
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+class RobosuiteEnv(RobosuiteSimEnv):
     """One robosuite 1.5 simulator for one suite of the `robosuite` family; rebuilt when the task changes.
 
     Args:
@@ -169,27 +208,12 @@ class RobosuiteEnv:
             raw, _, _, _ = self._env.step(np.asarray(DUMMY_ACTION))
         return self._observation(raw)
 
-    def step(self, action: np.ndarray) -> Step:
-        raw, reward, _, _ = self._env.step(check_action(action, ACTION_DIM))
-        success = bool(self._env._check_success())
-        return Step(obs=self._observation(raw), done=success, success=success, info={"reward": float(reward)})
-
-    def get_state(self) -> np.ndarray:
-        return np.array(self._env.sim.get_state().flatten(), dtype=np.float64, copy=True)
-
-    def set_state(self, state: np.ndarray) -> Observation:
-        self._env.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
-        self._env.sim.forward()
-        return self._observation(self._env._get_observations(force_update=True))
-
-    def check_success(self) -> bool:
-        return bool(self._env._check_success())
+    def _robot_action(self, action: np.ndarray) -> np.ndarray:
+        return check_action(action, ACTION_DIM)
 
     def close(self) -> None:
-        if self._env is not None:
-            self._env.close()
-            self._env = None
-            self._task_id = None
+        super().close()
+        self._task_id = None
 
     def _observation(self, raw: Mapping[str, Any]) -> Observation:
         return robosuite_observation(raw, self.cameras, self.instruction(self._task_id),
