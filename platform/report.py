@@ -29,6 +29,8 @@ SCHEMA_VERSION = 2
 # Fingerprint fields compared between runs of one table (packages, then the rest).
 FINGERPRINT_PACKAGES = ("python", "torch", "mujoco", "robosuite", "libero", "ray", "diffusers", "numpy", "transformers")
 FINGERPRINT_FIELDS = (*FINGERPRINT_PACKAGES, "git_sha", "cpu_model", "gpus")
+# Package versions shown per env worker environment (families run in their own Pythons: envs/families.py).
+WORKER_PACKAGES = ("python", "robosuite", "mujoco", "numpy", "libero", "robocasa", "torch", "ray")
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -206,6 +208,28 @@ def fingerprint_lines(fp: Mapping[str, Any], spec_hash: str | None = None) -> li
     return lines
 
 
+def distinct_packages(workers: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The distinct package-version sets among env workers' reports, in first-seen order."""
+    seen: dict[tuple, Mapping[str, Any]] = {}
+    for w in workers:
+        seen.setdefault(tuple(sorted((w or {}).items())), w or {})
+    return list(seen.values())
+
+
+def worker_package_cells(packages: Mapping[str, Any]) -> list[str]:
+    """WORKER_PACKAGES' versions of one env worker environment ("none": not installed there)."""
+    return [str(packages.get(name) or "none") for name in WORKER_PACKAGES]
+
+
+def worker_packages_markdown(labelled: Sequence[tuple[Sequence[str], Mapping[str, Any]]],
+                             headers: Sequence[str]) -> list[str]:
+    """A Markdown table of env worker environments: the row's label cells, then WORKER_PACKAGES."""
+    cols = [*headers, *WORKER_PACKAGES]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join([*label, *worker_package_cells(packages)]) + " |" for label, packages in labelled]
+    return lines
+
+
 def video_links(videos: Sequence[str], prefix: str = "") -> str:
     """Markdown links to a task's videos ("[0](videos/...mp4) [1](...)")."""
     return " ".join(f"[{i}]({prefix}{v})" for i, v in enumerate(videos))
@@ -253,4 +277,9 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines += [f"- {k}: {figure_text(v)}" for k, v in fig.items()]
     lines += ["", "## Software and hardware", ""]
     lines += fingerprint_lines(fp, run.get("spec_hash"))
+    workers = distinct_packages(summary.get("worker_packages", []))
+    lines += ["", "Env workers (each env family runs in its own Python environment; all versions: summary.json "
+                  "worker_packages):", ""]
+    lines += worker_packages_markdown([((str(run.get("suite")),), w) for w in workers], ["suite"]) if workers \
+        else ["not recorded (re-run the spec to record them)"]
     return "\n".join(lines) + "\n"

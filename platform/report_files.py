@@ -24,7 +24,9 @@ import pandas as pd
 from robofleet.platform.errors import RobofleetError
 from robofleet.platform.fingerprint import fingerprint
 from robofleet.platform.plots import Bar, success_bar_chart
-from robofleet.platform.report import episodes_frame, render_markdown, run_warnings, summarize
+from robofleet.platform.report import (
+    WORKER_PACKAGES, distinct_packages, episodes_frame, render_markdown, run_warnings, summarize,
+)
 from robofleet.platform.report_html import render_run_html, render_sweep_html
 from robofleet.platform.report_sweep import LoadedRun, combine_runs, render_sweep_markdown
 from robofleet.platform.spec import RunSpec, load_spec
@@ -199,6 +201,12 @@ def _sweep_plot(summary: Mapping[str, Any]) -> bytes | None:
     return success_bar_chart(bars, f"{summary['sweep']['name']}: success per run (colour: configuration), 95% Wilson CI")
 
 
+def _packages_text(workers: Sequence[Mapping[str, Any]]) -> str:
+    """Env worker environments as "robosuite 1.5.2, mujoco 3.3.1, ..." (WORKER_PACKAGES), "; " between them."""
+    return "; ".join(", ".join(f"{name} {w.get(name)}" for name in WORKER_PACKAGES if w.get(name))
+                     for w in distinct_packages(workers))
+
+
 def write_combined_files(out: Path, summary: Mapping[str, Any]) -> None:
     """summary.json, report.md, report.html, points.csv, configs.csv, tasks.csv, success.png."""
     out = Path(out)
@@ -209,7 +217,8 @@ def write_combined_files(out: Path, summary: Mapping[str, Any]) -> None:
     points = pd.DataFrame([{"run": p["name"], "dir": p["dir"], "config": p["config"], "seed": p["seed"],
                             "policy": p["policy"], "planner": p["planner"], "suite": p["suite"], "status": p["status"],
                             "episodes_planned": p["episodes_planned"], **_stats_columns(p["overall"]),
-                            "spec_hash": p["spec_hash"], "fingerprint_id": p["fingerprint_id"], "git_sha": p["git_sha"]}
+                            "spec_hash": p["spec_hash"], "fingerprint_id": p["fingerprint_id"], "git_sha": p["git_sha"],
+                            "family": p["family"], "worker_packages": _packages_text(p["worker_packages"])}
                            for p in summary["points"]])
     write_atomic(out / "points.csv", points.to_csv(index=False))
     rows = []

@@ -9,7 +9,10 @@ import base64
 import html
 from typing import Any, Mapping, Sequence
 
-from robofleet.platform.report import ci_text, figure_text, fingerprint_fields, pct
+from robofleet.platform.report import (
+    WORKER_PACKAGES, ci_text, distinct_packages, figure_text, fingerprint_fields, pct, worker_package_cells,
+)
+from robofleet.platform.report_sweep import worker_package_rows
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24;max-width:1400px}
@@ -108,6 +111,10 @@ def render_run_html(summary: Mapping[str, Any], plot_png: bytes | None) -> str:
     sections += ["<h2>Run figures</h2>", table(["figure", "value"], figures)]
     sections += ["<h2>Software and hardware</h2>",
                  fingerprint_table({"this run": summary["fingerprint"]}, {"this run": run.get("spec_hash", "")})]
+    workers = distinct_packages(summary.get("worker_packages", []))
+    if workers:
+        sections += ["<h3>Env workers (their own Python environments)</h3>",
+                     table(["suite", *WORKER_PACKAGES], [[run.get("suite"), *worker_package_cells(w)] for w in workers])]
     return page(title, sections)
 
 
@@ -143,6 +150,9 @@ def render_sweep_html(summary: Mapping[str, Any], plot_png: bytes | None) -> str
         task_rows.append([key[0], f"{key[1]}: {task['task']}", *cells, Raw("<br>".join(videos))])
     sections += ["<h2>Tasks (success %: mean ± std over seeds, or rate [95% CI] for one seed)</h2>",
                  table(["suite", "task", *configs, "videos"], task_rows)]
+    rows = [[*label, *worker_package_cells(packages)] for label, packages in worker_package_rows(summary)]
+    sections += ["<h2>Env worker packages (each env family's own Python environment)</h2>",
+                 table(["run", "family", *WORKER_PACKAGES], rows)]
     fps = summary.get("fingerprints", {})
     if fps:
         users = {fid: [p["name"] for p in summary["points"] if p.get("fingerprint_id") == fid] for fid in fps}

@@ -5,8 +5,9 @@ Sweep summary.json shape (docs/summary_json.md has every field):
     {
       "schema_version": 2, "kind": "sweep",
       "sweep": {"name", "description", "runs", "episodes_planned", "episodes_recorded", "status_counts"},
-      "points": [{"name", "dir", "config", "seed", "policy", "planner", "suite", "spec_hash", "status",
-                  "episodes_planned", "overall": Stats, "suites": {...}, "fingerprint_id", "git_sha", "warnings"}],
+      "points": [{"name", "dir", "config", "seed", "policy", "planner", "family", "suite", "spec_hash", "status",
+                  "episodes_planned", "overall": Stats, "suites": {...}, "fingerprint_id", "git_sha",
+                  "worker_packages": [{package: version}], "warnings"}],
       "configs": [{"config", "points", "seeds", "n_seeds", "per_seed": [{"seed", "point", "success_rate", "episodes"}],
                    "success_rate_mean", "success_rate_std", "pooled": Stats,
                    "tasks": [{"suite", "task_id", "task", "n_seeds", "success_rate_mean", "success_rate_std", "pooled": Stats}]}],
@@ -23,7 +24,8 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from robofleet.platform.report import (
-    SCHEMA_VERSION, ci_text, fingerprint_differences, fingerprint_lines, mean_std, pct, success_stats, video_links,
+    SCHEMA_VERSION, ci_text, distinct_packages, fingerprint_differences, fingerprint_lines, mean_std, pct,
+    success_stats, video_links, worker_packages_markdown,
 )
 from robofleet.platform.spec import RunSpec
 
@@ -97,10 +99,13 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
         overall = success_stats(run.frame)
         points.append({
             "name": run.name, "dir": run.dir, "config": configs_of[run.name], "seed": run.spec.seed,
-            "policy": run.spec.policy.name, "planner": run.spec.planner.name, "suite": run.spec.env.suite,
+            "policy": run.spec.policy.name, "planner": run.spec.planner.name, "family": run.spec.env.family,
+            "suite": run.spec.env.suite,
             "spec_hash": run.spec.identity_hash(), "status": status, "episodes_planned": planned,
             "overall": overall, "suites": summary.get("suites", {}),
             "fingerprint_id": fp.get("id"), "git_sha": fp.get("git_sha"),
+            # the env workers' own environments (a robosuite-1.5 family's differ from the driver's fingerprint)
+            "worker_packages": list(summary.get("worker_packages", [])),
             "warnings": list(summary.get("warnings", [])),
         })
         for t in summary.get("tasks", []):
@@ -139,6 +144,7 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
         warnings.insert(0, "runs in this report were produced by different software/hardware: "
                         + "; ".join(f"{field} " + ", ".join(sorted({str(v) for v in values.values()}))
                                     for field, values in diff.items()))
+    warnings += _worker_package_warnings(points)
     counts = {s: sum(p["status"] == s for p in points) for s in STATUSES}
     if counts["not started"] or counts["partial"]:
         warnings.append(f"{counts['partial']} runs partial and {counts['not started']} not started "
@@ -159,6 +165,29 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
         "failed_points": failed,
         "warnings": warnings,
     }
+
+
+def _worker_package_warnings(points: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A warning per env family whose runs' env workers ran different package versions (families
+    differ on purpose: LIBERO's workers have robosuite 1.4, the robosuite family's 1.5)."""
+    warnings = []
+    for family in dict.fromkeys(p["family"] for p in points):
+        sets = distinct_packages([w for p in points if p["family"] == family for w in p["worker_packages"]])
+        if len(sets) > 1:
+            differ = [k for k in dict.fromkeys(k for w in sets for k in w) if len({str(w.get(k)) for w in sets}) > 1]
+            warnings.append(f"env workers of the {family} runs ran different package versions "
+                            f"({', '.join(differ)}; see the env worker packages table)")
+    return warnings
+
+
+def worker_package_rows(summary: Mapping[str, Any]) -> list[tuple[list[str], Mapping[str, Any]]]:
+    """([run, family], packages) per distinct env worker environment of each run; runs with none recorded
+    get an empty packages mapping."""
+    rows = []
+    for p in summary["points"]:
+        for packages in distinct_packages(p.get("worker_packages", [])) or [{}]:
+            rows.append(([p["name"], p.get("family", "")], packages))
+    return rows
 
 
 def render_sweep_markdown(summary: Mapping[str, Any]) -> str:
@@ -202,6 +231,10 @@ def render_sweep_markdown(summary: Mapping[str, Any]) -> str:
             lines += ["", "## Videos", ""]
             for (suite, task_id), (point, directory, paths) in videos:
                 lines.append(f"- {suite} task {task_id}, {point}: {video_links(paths, prefix=directory + '/')}")
+    lines += ["", "## Env worker packages", "",
+              "Each env family's workers run in its own Python environment (the driver's fingerprint is below); "
+              "`none`: not installed there, or not recorded.", ""]
+    lines += worker_packages_markdown(worker_package_rows(summary), ["run", "family"])
     fps = summary.get("fingerprints", {})
     lines += ["", "## Software and hardware", ""]
     if len(fps) == 1:

@@ -32,11 +32,13 @@ FINGERPRINT = {"packages": {"python": "3.11.7", "mujoco": "3.8.1", "robosuite": 
 
 def make_run_dir(path: Path, successes: dict[tuple[int, int], int], spec_dict: dict | None = None,
                  fingerprint: dict | None = FINGERPRINT, errors: tuple[tuple[int, int], ...] = (),
-                 videos: bool = False, skip: tuple[tuple[int, int], ...] = ()) -> Path:
+                 videos: bool = False, skip: tuple[tuple[int, int], ...] = (),
+                 worker_packages: tuple[dict, ...] = ()) -> Path:
     """A run directory as the runner leaves it, with chosen outcomes instead of simulated ones.
 
     successes: (task_id, trial) -> 0/1 for every episode of the spec (except `skip`ped ones).
     fingerprint: written into summary.json as the recorded one (None: no summary.json).
+    worker_packages: the versions its env workers reported (summary.json worker_packages).
     """
     spec = spec_from_dict(spec_dict or small_spec())
     store = RunStore(path, spec)
@@ -53,7 +55,7 @@ def make_run_dir(path: Path, successes: dict[tuple[int, int], int], spec_dict: d
     if fingerprint is not None:
         (path / "summary.json").write_text(json.dumps({
             "run": {}, "overall": {"episodes": 1}, "suites": {}, "tasks": [], "figures": {"workers": 1},
-            "fingerprint": fingerprint, "worker_packages": []}))
+            "fingerprint": fingerprint, "worker_packages": list(worker_packages)}))
     return path
 
 
@@ -279,6 +281,62 @@ def test_several_run_directories_combine_into_one_report(tmp_path):
     assert (a0 / "summary.json").read_text() == before, "the combined runs are only read"
     assert (tmp_path / "combined" / "report.html").exists()
     assert "[a-seed0](../a-seed0/report.md)" in (tmp_path / "combined" / "report.md").read_text()
+
+
+LIBERO_WORKER = {**FINGERPRINT["packages"]}  # LIBERO's workers run in the driver's environment
+RS15_WORKER = {"python": "3.11.7", "mujoco": "3.3.1", "robosuite": "1.5.2", "libero": None, "torch": None,
+               "ray": "2.60.0", "numpy": "2.2.5", "diffusers": None, "transformers": None, "robocasa": None}
+
+
+def _two_family_sweep_dir(tmp_path: Path, rs15_workers: tuple[dict, ...] = (RS15_WORKER,)) -> Path:
+    """A sweep directory with a LIBERO point and a robosuite-1.5 point, as examples/sweep_libero_and_robosuite.toml."""
+    import tomli_w
+
+    from robofleet.jobs.sweep import sweep_from_dict
+
+    out = tmp_path / "sweep"
+    doc = {**spec_with([0], 2), "sweep": {"name": "two-families"},
+           "grid": [{"env": [{**small_spec()["env"], "trials": 2},
+                             {"family": "robosuite", "tasks": ["Lift"], "trials": 2, "render_cameras": False}]}]}
+    sweep = sweep_from_dict(doc)
+    out.mkdir()
+    (out / "sweep.toml").write_text(tomli_w.dumps(doc))
+    for p in sweep.points:
+        workers = (LIBERO_WORKER,) if p.spec.env.family == "libero" else rs15_workers
+        make_run_dir(out / p.name, outcomes([0], 2, lambda t, i: i == 0), tomllib.loads(dump_spec_toml(p.spec)),
+                     worker_packages=workers)
+    return out
+
+
+def test_a_sweep_report_shows_each_runs_env_worker_packages(tmp_path):
+    out = _two_family_sweep_dir(tmp_path)
+    summary = write_report(out)
+    by_family = {p["family"]: p for p in summary["points"]}
+    assert by_family["libero"]["worker_packages"] == [LIBERO_WORKER]
+    assert by_family["robosuite"]["worker_packages"] == [RS15_WORKER]
+    assert summary["warnings"] == [], "families differ on purpose: no warning"
+    saved = json.loads((out / "summary.json").read_text())
+    assert [(p["family"], p["worker_packages"][0]["robosuite"]) for p in saved["points"]] == [
+        ("libero", "1.4.0"), ("robosuite", "1.5.2")]
+    md = (out / "report.md").read_text()
+    rows = {p["family"]: f"| {p['name']} | {p['family']} | 3.11.7 | " for p in summary["points"]}
+    assert rows["libero"] + "1.4.0 | 3.8.1 | 2.4.6 | 0.1.1 | none | 2.13.0+cpu | 2.60.0 |" in md
+    assert rows["robosuite"] + "1.5.2 | 3.3.1 | 2.2.5 | none | none | none | 2.60.0 |" in md
+    html = parse_html(out / "report.html")
+    assert html.open_tables == 0 and "1.5.2" in html.text and "1.4.0" in html.text
+    points = pd.read_csv(out / "points.csv").set_index("family")
+    assert "robosuite 1.5.2, mujoco 3.3.1, numpy 2.2.5" in points.loc["robosuite", "worker_packages"]
+    assert "robosuite 1.4.0, mujoco 3.8.1" in points.loc["libero", "worker_packages"]
+    run_md = (out / by_family["robosuite"]["name"] / "report.md").read_text()
+    assert "| single_arm | 3.11.7 | 1.5.2 | 3.3.1 | 2.2.5 | none | none | none | 2.60.0 |" in run_md
+
+
+def test_env_workers_of_one_family_on_different_versions_are_flagged(tmp_path):
+    older = {**RS15_WORKER, "robosuite": "1.5.1"}
+    summary = write_report(_two_family_sweep_dir(tmp_path, rs15_workers=(RS15_WORKER, older)))
+    assert ("env workers of the robosuite runs ran different package versions (robosuite; "
+            "see the env worker packages table)") in summary["warnings"]
+    assert not any("libero runs" in w for w in summary["warnings"])
 
 
 # -- videos ----------------------------------------------------------------------------------------
