@@ -115,6 +115,31 @@ def test_observations_follow_the_contract(adapter_facts):
     assert not adapter_facts["torch"]
 
 
+def test_every_task_builds_steps_and_restores_its_state_exactly():
+    facts = in_rs15("""
+        import json
+        import numpy as np
+        from robofleet.envs.robosuite15 import RobosuiteEnv
+        from robofleet.envs.robosuite_tasks import SINGLE_ARM
+
+        env = RobosuiteEnv("single_arm", render_cameras=False, wait_steps=1)
+        out = {}
+        for task_id, task in enumerate(SINGLE_ARM.tasks):
+            env.reset(task_id, 0, 5)
+            state = env.get_state()
+            step = env.step(np.zeros(7))
+            restored = env.set_state(state)
+            out[task.name] = {"success": step.success, "max_steps": env.max_steps, "proprio": len(restored.proprio),
+                              "restored": bool(np.array_equal(env.get_state(), state)),
+                              "task": restored.privileged["task"]}
+        print(json.dumps(out))
+    """)
+    assert list(facts) == ["Lift", "Stack", "PickPlaceCan", "NutAssemblySquare", "Door", "ToolHang"]
+    for name, f in facts.items():
+        assert f == {"success": False, "max_steps": 700 if name == "ToolHang" else 400, "proprio": 9,
+                     "restored": True, "task": name}, name
+
+
 def test_a_policy_needing_torch_there_says_to_serve_it_from_replicas():
     facts = in_rs15("""
         import json
