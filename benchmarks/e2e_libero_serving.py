@@ -39,8 +39,14 @@ def gpu_utilisation_sampler(stop: threading.Event, samples: list[float], period_
         stop.wait(period_s)
 
 
-def policy_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"config": args.config, "checkpoint": "random", "device": args.device}
+def policy_options(args: argparse.Namespace, eager: bool = False) -> dict[str, Any]:
+    """Cosmos options; eager=True is the reference's path (eager diffusers DiT, every latent frame VAE-encoded)."""
+    options = {"config": args.config, "checkpoint": "random", "device": args.device}
+    if eager or args.eager:
+        options.update({"compile": "none", "vae_encode": "full"})
+    else:
+        options.update({"compile": args.compile, "compile_mode": args.compile_mode})
+    return options
 
 
 def reference_loop(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,7 +54,7 @@ def reference_loop(args: argparse.Namespace) -> dict[str, Any]:
     from robofleet.envs.libero import LiberoEnv
     from robofleet.policies.registry import make_policy
 
-    policy = make_policy("cosmos", policy_options(args), "libero")
+    policy = make_policy("cosmos", policy_options(args, eager=True), "libero")
     env = LiberoEnv(args.suite, image_size=args.image_size, max_steps=args.max_steps)
     env.reset(0, 0, 0)  # build the simulator outside the timed region, as robofleet's workers do
     policy.predict([env.reset(0, 0, 0)], [0])  # warm-up (CUDA kernels, allocator)
@@ -106,6 +112,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--eager", action="store_true", help="robofleet side on the eager path too (as before issue 9)")
+    parser.add_argument("--compile", default="auto", help="robofleet side's cosmos `compile` option")
+    parser.add_argument("--compile-mode", default="default", help="robofleet side's cosmos `compile_mode` option")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 

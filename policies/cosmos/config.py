@@ -110,3 +110,10 @@ TINY = NetworkConfig(
 )
 
 NETWORK_CONFIGS: dict[str, NetworkConfig] = {c.name: c for c in (TINY, COSMOS_2B)}
+
+
+COMPILE_SCOPES = ("none", "blocks", "full")
+"""What CosmosNetwork.accelerate compiles: nothing (eager), each transformer block (one compile
+serves all identical blocks: "regional compilation"), or the whole DiT forward as one graph."""
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
+"""torch.compile modes; "reduce-overhead" and "max-autotune" also capture CUDA graphs."""

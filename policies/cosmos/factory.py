@@ -8,6 +8,7 @@ Example spec (TOML):
     checkpoint = "nvidia/Cosmos-Policy-LIBERO-Predict2-2B"   # repo id, directory, or "random"
     embeddings = "libero_t5_embeddings.safetensors"      # from `robofleet convert-embeddings`
     pad_to = 8                                           # batch-invariant inference
+    compile = "auto"                                     # the fast path on GPU; "none" = eager diffusers
 
 "random" weights (no checkpoint) are for tests and speed benchmarks only: the policy then uses
 unit dataset bounds and pseudo-random instruction embeddings, and logs a warning saying so.
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from robofleet.platform.errors import CheckpointError, SpecError
-from robofleet.policies.cosmos.config import LATENT_CHANNELS, NETWORK_CONFIGS, VAE_SPATIAL_FACTOR
+from robofleet.policies.cosmos.config import COMPILE_MODES, COMPILE_SCOPES, LATENT_CHANNELS, NETWORK_CONFIGS, VAE_SPATIAL_FACTOR
 from robofleet.policies.cosmos.layout import LAYOUTS, LatentLayout
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ RELEASED_CHECKPOINTS = {
 }
 DEFAULT_VAE = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # diffusers-format Wan2.1 VAE under vae/
 DTYPES = ("auto", "float32", "bfloat16")
+VAE_ENCODES = ("needed", "full")
+COMPILE_CHOICES = ("auto", *COMPILE_SCOPES)  # auto: "blocks" on CUDA, "none" on the CPU
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _IMAGE_MULTIPLE = VAE_SPATIAL_FACTOR * 2  # VAE cells x DiT patch
 
@@ -66,6 +69,9 @@ class CosmosOptions:
     cameras: Mapping[str, str] = field(default_factory=dict)  # camera role -> Observation.images key overrides
     profile: bool = False  # synchronise the GPU between phases to time them separately
     init_seed: int = 0  # seed of the random weights (checkpoint = "random")
+    vae_encode: str = "needed"  # "needed": only the latent frames the DiT reads (exact, ~4x less VAE work) | "full"
+    compile: str = "auto"  # torch.compile of the DiT: "auto" | "none" (eager) | "blocks" | "full"
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune...
 
 
 def _check_type(key: str, value: Any, expected: type) -> None:
@@ -84,6 +90,7 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
         raise SpecError(unknown[0], f"unknown cosmos option; allowed: {', '.join(sorted(known))}")
     values = {key: value for key, value in options.items() if key != "name"}
     types = {"config": str, "checkpoint": str, "vae": str, "embeddings": str, "device": str, "dtype": str,
+             "vae_encode": str, "compile": str, "compile_mode": str,
              "cameras": Mapping, "trust_pickle": bool, "autoregressive_future": bool, "autoregressive_value": bool,
              "jpeg_roundtrip": bool, "center_crop": bool, "return_future_images": bool, "return_latents": bool,
              "profile": bool}
@@ -97,6 +104,9 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
         raise SpecError("device", f"{parsed.device!r}: use auto, cpu, cuda or cuda:N")
     if parsed.dtype not in DTYPES:
         raise SpecError("dtype", f"{parsed.dtype!r} is not one of {DTYPES}")
+    for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODES)):
+        if getattr(parsed, key) not in allowed:
+            raise SpecError(key, f"{getattr(parsed, key)!r} is not one of {allowed}")
     for key in ("action_steps", "future_steps", "value_steps"):
         if getattr(parsed, key) is not None and getattr(parsed, key) < 1:
             raise SpecError(key, f"must be >= 1, got {getattr(parsed, key)}")
@@ -174,6 +184,9 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         vae_directory=None if vae == RANDOM else locate_vae(vae),
         seed=opts.init_seed,
     )
+    scope = opts.compile if opts.compile != "auto" else ("blocks" if device.type == "cuda" else "none")
+    if scope != "none":
+        network.accelerate(scope, opts.compile_mode)
     settings = InferenceSettings(
         action_steps=opts.action_steps or layout.default_action_steps,
         future_steps=opts.future_steps,
@@ -186,7 +199,12 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         return_future_images=opts.return_future_images,
         return_latents=opts.return_latents,
         pad_to=opts.pad_to,
+        vae_encode=opts.vae_encode,
         profile=opts.profile,
     )
-    log.info("cosmos %s on %s (%s), checkpoint %s, %s", config.name, device, dtype_name, checkpoint, settings)
-    return CosmosPolicy(network, layout, stats, embeddings, settings, {**layout.camera_keys, **opts.cameras})
+    log.info("cosmos %s on %s (%s), checkpoint %s, compiled %s, %s", config.name, device, dtype_name, checkpoint,
+             network.compiled, settings)
+    policy = CosmosPolicy(network, layout, stats, embeddings, settings, {**layout.camera_keys, **opts.cameras})
+    if scope != "none":
+        log.info("cosmos: DiT compiled (%s, %s) and warmed up in %.1f s", scope, opts.compile_mode, policy.warm_up())
+    return policy

@@ -15,9 +15,11 @@ import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
 
 from robofleet.platform.errors import CheckpointError
-from robofleet.policies.cosmos.config import LATENT_CHANNELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, NetworkConfig
+from robofleet.policies.cosmos.causal_encode import PrefixCachedEncoder
+from robofleet.policies.cosmos.config import COMPILE_MODES, COMPILE_SCOPES, LATENT_CHANNELS, VAE_SPATIAL_FACTOR, VAE_TEMPORAL_FACTOR, NetworkConfig
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
 
 
 class CosmosNetwork:
@@ -34,6 +36,28 @@ class CosmosNetwork:
         shape = (1, LATENT_CHANNELS, 1, 1, 1)
         self._mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=device).view(shape)
         self._std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=device).view(shape)
+        self._encoders: dict[int, PrefixCachedEncoder] = {}
+        self.compiled = ("none", "default")
+
+    def accelerate(self, scope: str, mode: str = "default") -> None:
+        """torch.compile the DiT (in place). scope: one of COMPILE_SCOPES; mode: one of COMPILE_MODES.
+
+        Shapes are not fixed up front: the first batch size compiles a static graph and a second
+        one a graph with a dynamic batch dimension that serves every later size (torch's automatic
+        dynamic shapes), so at most two compiles per scope.
+        """
+        if scope not in COMPILE_SCOPES:
+            raise ValueError(f"compile scope {scope!r} is not one of {COMPILE_SCOPES}")
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode {mode!r} is not one of {COMPILE_MODES}")
+        if self.compiled != ("none", "default"):
+            raise RuntimeError(f"the DiT is already compiled ({self.compiled})")
+        if scope == "blocks":
+            for block in self.transformer.transformer_blocks:
+                block.compile(mode=mode)
+        elif scope == "full":
+            self.transformer.compile(mode=mode)
+        self.compiled = (scope, mode)
 
     @classmethod
     def build(
@@ -72,6 +96,20 @@ class CosmosNetwork:
         """Pixel video (B, 3, 1 + 4 (T - 1), H, W) in [-1, 1] -> normalised latents (B, 16, T, H/8, W/8) float32."""
         posterior = self.vae.encode(video.to(self.dtype)).latent_dist
         return (posterior.mode().float() - self._mean) / self._std
+
+    @torch.no_grad()
+    def encode_leading(self, video: torch.Tensor, latent_frames: int, constant_prefix: int) -> torch.Tensor:
+        """The first `latent_frames` normalised latents (B, 16, n, H/8, W/8) float32 of a pixel video.
+
+        Equal to `encode(video)[:, :, :latent_frames]` (see causal_encode.py), at the cost of the
+        latent frames after the first `constant_prefix`, which must be black in every video.
+        video: (B, 3, >= 1 + 4 (latent_frames - 1), H, W) in [-1, 1].
+        """
+        if constant_prefix not in self._encoders:
+            self._encoders[constant_prefix] = PrefixCachedEncoder(self.vae, constant_prefix)
+        moments = self._encoders[constant_prefix].encode(video.to(self.dtype), latent_frames)
+        mean = moments[:, :LATENT_CHANNELS]  # the posterior mode; the other half is the log-variance
+        return (mean.float() - self._mean) / self._std
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

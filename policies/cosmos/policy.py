@@ -53,6 +53,7 @@ class InferenceSettings:
     return_future_images: bool = False  # VAE-decode the predicted future camera images
     return_latents: bool = False  # predict: attach the latent sample (imagine always does, for value())
     pad_to: int = 0  # run batches at exactly this size (0: as given)
+    vae_encode: str = "needed"  # "needed": encode only the latent frames the DiT reads (exact; causal_encode.py) | "full"
     profile: bool = False  # synchronise the GPU between phases for a true per-phase time split
 
 
@@ -84,6 +85,7 @@ class CosmosPolicy:
         self.latent_shape = (LATENT_CHANNELS, layout.num_frames, side, side)
         self._future_slots = [i for i, slot in enumerate(layout.slots) if slot.future]
         self._placeholder_slots = [i for i, slot in enumerate(layout.slots) if slot.kind is not SlotKind.IMAGE]
+        self._constant_prefix = min(i for i, slot in enumerate(layout.slots) if slot.kind is SlotKind.IMAGE)
 
     def reset(self) -> None:
         """No per-episode memory."""
@@ -92,6 +94,27 @@ class CosmosPolicy:
         """The same network (shared, not copied) with some InferenceSettings changed, e.g. pad_to=8."""
         settings = replace(self.settings, **changes)
         return CosmosPolicy(self.network, self.layout, self.stats, self.embeddings, settings, self.camera_keys)
+
+    def warm_up(self) -> float:
+        """Run one DiT evaluation per batch shape this policy will see first; returns seconds.
+
+        A compiled DiT compiles on its first call (static shapes) and on the first call with another
+        batch size (a dynamic batch dimension that then serves every size): doing both here puts the
+        compile time into the policy's load time, not into the first episodes. With pad_to, every
+        batch has that one size.
+        """
+        began = time.perf_counter()
+        device = self.network.device
+        text_shape = tuple(self.embeddings.shape[-2:])
+        for batch in (self.settings.pad_to,) if self.settings.pad_to else (1, 2):
+            generator = torch.Generator().manual_seed(batch)
+            x_in = torch.randn((batch, *self.latent_shape), generator=generator).to(device)
+            text = torch.randn((batch, *text_shape), generator=generator).to(device)
+            condition = torch.zeros((batch, self.layout.num_frames), device=device)
+            self.network(x_in, condition + 0.5, condition, text)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - began
 
     # -- public queries ------------------------------------------------------------------------
     def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
@@ -109,7 +132,7 @@ class CosmosPolicy:
         def run(batch: list[int], timer: PhaseTimer) -> list[CosmosPrediction]:
             obs = [observations[i] for i in batch]
             request_seeds = [seeds[i] for i in batch]
-            clean, placeholders = self._clean_latents(obs, timer)
+            clean, placeholders = self._clean_latents(obs, timer, Mode.POLICY)
             with timer.phase("preprocess"):
                 text = self._text(obs)
             with timer.phase("dit"):
@@ -146,7 +169,7 @@ class CosmosPolicy:
             obs = [observations[i] for i in batch]
             request_seeds = [seeds[i] for i in batch]
             chunks = np.stack([self._check_actions(actions[i]) for i in batch])
-            clean, placeholders = self._clean_latents(obs, timer, actions=chunks)
+            clean, placeholders = self._clean_latents(obs, timer, Mode.WORLD_MODEL, actions=chunks)
             with timer.phase("preprocess"):
                 text = self._text(obs)
             with timer.phase("dit"):
@@ -186,6 +209,7 @@ class CosmosPolicy:
             clean, _ = self._clean_latents(
                 obs,
                 timer,
+                Mode.VALUE,
                 actions=chunks,
                 future_proprio=[s.future_proprio if z is None else None for s, z in zip(states, given)],
                 future_images=[s.future_images if z is None else None for s, z in zip(states, given)],
@@ -239,25 +263,34 @@ class CosmosPolicy:
         self,
         observations: Sequence[Observation],
         timer: PhaseTimer,
+        mode: Mode,
         actions: np.ndarray | None = None,
         future_proprio: Sequence[np.ndarray | None] | None = None,
         future_images: Sequence[Mapping[str, np.ndarray] | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode the queries and inject their vectors.
 
+        mode: the inference mode the latents are for (which frames the DiT will read).
         actions: (B, K, d_act) env units, injected into the action frame when given.
         Returns (clean, placeholders), both (B, 16, T, h, w) float32: placeholders are the VAE latents
         of the pixel video (black frames behind non-image slots), clean has the vectors injected.
+        With vae_encode = "needed", frames the DiT never reads are zeros in both (see _frames_to_encode).
         """
         batch = len(observations)
+        needed = self._frames_to_encode(mode, any(images is not None for images in future_images or []))
         with timer.phase("preprocess"):
             current = [self._camera_images(obs.images) for obs in observations]
             later = [None if images is None else self._camera_images(images) for images in (future_images or [None] * batch)]
-            frames = slot_frames(self.layout, current, later, self.settings.image_size)
+            frames = slot_frames(self.layout, current, later, self.settings.image_size)[:, :needed]
             video = frames_to_video(torch.from_numpy(frames).to(self.network.device), self.network.dtype)
             proprio = np.stack([self._check_proprio(obs.proprio) for obs in observations])
         with timer.phase("vae_encode"):
-            placeholders = self.network.encode(video)
+            if needed == self.layout.num_frames:
+                placeholders = self.network.encode(video)
+            else:
+                leading = self.network.encode_leading(video, needed, self._constant_prefix)
+                placeholders = torch.zeros((batch, *self.latent_shape), dtype=torch.float32, device=leading.device)
+                placeholders[:, :, :needed] = leading
         with timer.phase("preprocess"):
             clean = placeholders.clone()
             self._inject(clean, PROPRIO, normalize(proprio, self.stats.proprio_min, self.stats.proprio_max))
@@ -269,6 +302,25 @@ class CosmosPolicy:
                     scaled = normalize(self._check_proprio(vector), self.stats.proprio_min, self.stats.proprio_max)
                     self._inject(clean, FUTURE_PROPRIO, scaled[None], rows=[row])
         return clean, placeholders
+
+    def _frames_to_encode(self, mode: Mode, future_images_given: bool) -> int:
+        """How many leading latent frames to VAE-encode for a batch in `mode`.
+
+        The DiT reads the clean latents only on the mode's conditioning frames; of those, proprio,
+        action and value frames are overwritten by injected vectors and future frames by given
+        latents (value mode) unless future images are given. The causal VAE makes the leading
+        frames independent of later ones, so encoding up to the last frame read changes nothing.
+        Decoding future images needs every placeholder latent: then all frames are encoded.
+        """
+        if self.settings.vae_encode == "full" or self.settings.return_future_images:
+            return self.layout.num_frames
+        read = [
+            index
+            for index in self.layout.conditioning[mode]
+            if self.layout.slots[index].kind in (SlotKind.BLANK, SlotKind.IMAGE)
+            and (not self.layout.slots[index].future or future_images_given)
+        ]
+        return max(max(read), self._constant_prefix) + 1
 
     def _inject(self, latents: torch.Tensor, slot: Slot, vectors: np.ndarray, rows: list[int] | None = None) -> None:
         """Overwrite `slot`'s frame of latents (B, 16, T, h, w) with vectors (B or len(rows), n) tiled."""

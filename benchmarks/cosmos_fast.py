@@ -1,0 +1,289 @@
+"""Cosmos Policy serving near the hardware limit: the eager path against the fast paths, in one run.
+
+Measured on one device, LIBERO layout, random weights (speed does not depend on their values):
+- the card's bf16 matmul rate (8192^3), the DiT's FLOPs per sample-forward (torch's FLOP counter);
+- the SDPA backends on the DiT's self-attention shape, and the one torch picks;
+- the VAE encode of a query: every latent frame ("full", eager) vs only the frames the DiT reads,
+  resumed after the cached constant prefix ("needed", causal_encode.py);
+- per variant (torch.compile scope x mode, each with its VAE encode): compile + warm-up seconds,
+  DiT forward ms / samples/s / TFLOP/s / share of the matmul rate at several batch sizes, whole
+  queries (5 action steps, VAE encode, no future-image decode): batch-1 latency p50/p99,
+  chunks/s at larger batches, peak memory, per-phase split;
+- accuracy: actions of the fast path vs the eager bf16 path over >= 100 random queries (max abs and
+  relative L2), next to the eager path's own batch-composition noise (same queries, batch 8 vs 1).
+
+Variants are built one at a time (a fresh network each, same init seed) and the JSON is rewritten
+after each, so a run cut short keeps what it measured. --budget-s skips variants that would start
+after that many seconds.
+
+Example (GPU machine):
+    python benchmarks/cosmos_fast.py --out results.json
+    python benchmarks/cosmos_fast.py --device cpu --config tiny --variants eager,blocks --dit-batches 1,2 \\
+        --query-batches 2 --accuracy-queries 4 --out /tmp/fast.json          # CPU smoke
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from cosmos_inference import _sync as sync  # this folder is on sys.path when run as a script
+from cosmos_inference import libero_observations, matmul_tflops
+from robofleet.policies.cosmos.factory import make_cosmos
+from robofleet.policies.cosmos.layout import Mode
+from robofleet.policies.cosmos.policy import CosmosPolicy
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "eager": {"compile": "none", "vae_encode": "full"},
+    "eager+vae": {"compile": "none", "vae_encode": "needed"},
+    "blocks": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed"},
+    "blocks+cudagraphs": {"compile": "blocks", "compile_mode": "reduce-overhead", "vae_encode": "needed"},
+    "full": {"compile": "full", "compile_mode": "default", "vae_encode": "needed"},
+    "full+cudagraphs": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed"},
+}
+
+
+def build(args: argparse.Namespace, variant: str) -> tuple[CosmosPolicy, float]:
+    """The policy of `variant` and its build seconds (construction + compile + warm-up)."""
+    began = time.perf_counter()
+    options = {"config": args.config, "checkpoint": "random", "device": args.device, **VARIANTS[variant]}
+    policy = make_cosmos(options, "libero")
+    return policy, time.perf_counter() - began
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> list[float]:
+    """Seconds of `repeats` calls of fn, synchronised."""
+    seconds = []
+    for _ in range(repeats):
+        sync(device)
+        began = time.perf_counter()
+        fn()
+        sync(device)
+        seconds.append(time.perf_counter() - began)
+    return seconds
+
+
+def dit_inputs(policy: CosmosPolicy, batch: int) -> tuple[torch.Tensor, ...]:
+    """Random DiT inputs of one batch: x_in, c_noise, condition, text."""
+    device = policy.network.device
+    generator = torch.Generator().manual_seed(batch)
+    frames = policy.layout.num_frames
+    x_in = torch.randn((batch, *policy.latent_shape), generator=generator).to(device)
+    text = torch.randn((batch, *policy.embeddings.shape[-2:]), generator=generator).to(device)
+    condition = torch.tensor(policy.layout.conditioning_mask(Mode.POLICY)).float().to(device).expand(batch, frames)
+    return x_in, (1 - condition) * 0.5, condition, text
+
+
+def dit_flops(policy: CosmosPolicy) -> float:
+    """FLOPs of one sample-forward of the DiT (matmuls + attention), counted by torch at batch 1."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    inputs = dit_inputs(policy, 1)
+    with counter, torch.no_grad():
+        policy.network.transformer(**_transformer_kwargs(policy, *inputs))  # the eager (uncompiled) DiT
+    return float(counter.get_total_flops())
+
+
+def _transformer_kwargs(policy: CosmosPolicy, x_in, c_noise, condition, text) -> dict[str, Any]:
+    network = policy.network
+    batch, _, frames, height, width = x_in.shape
+    mask = condition.view(batch, 1, frames, 1, 1).expand(batch, 1, frames, height, width)
+    hidden = torch.cat([x_in, mask, torch.zeros_like(mask)], dim=1).to(network.dtype)
+    return {"hidden_states": hidden, "timestep": c_noise.view(batch, 1, frames, 1, 1).to(network.dtype),
+            "encoder_hidden_states": text.to(network.dtype), "fps": None, "return_dict": False}
+
+
+def sdpa_backends(device: torch.device, dtype: torch.dtype, batch: int, tokens: int, heads: int, head_dim: int) -> dict[str, Any]:
+    """ms per self-attention call for each SDPA backend (None: not usable here) and torch's own pick."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q, k, v = (torch.randn(batch, heads, tokens, head_dim, device=device, dtype=dtype) for _ in range(3))
+    out: dict[str, Any] = {"shape": [batch, heads, tokens, head_dim]}
+    if device.type == "cuda":
+        choice = torch._fused_sdp_choice(q, k, v)
+        out["default_choice"] = SDPBackend(choice).name if isinstance(choice, int) else str(choice)
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH):
+        try:
+            with sdpa_kernel([backend]):
+                seconds = timed(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), device, 5)
+            out[backend.name] = statistics.median(seconds[1:]) * 1e3
+        except RuntimeError as error:
+            out[backend.name] = None
+            out[f"{backend.name}_error"] = str(error).splitlines()[0][:200]
+    return out
+
+
+def vae_encode(policy: CosmosPolicy, batches: Sequence[int], repeats: int) -> list[dict[str, Any]]:
+    """ms per VAE encode of one batch of LIBERO queries: every frame vs the frames the DiT reads."""
+    from robofleet.policies.cosmos.images import frames_to_video, slot_frames
+
+    rows = []
+    network = policy.network
+    needed = policy.with_settings(vae_encode="needed")._frames_to_encode(Mode.POLICY, False)
+    for batch in batches:
+        current = [policy._camera_images(obs.images) for obs in libero_observations(batch)]
+        frames = slot_frames(policy.layout, current, [None] * batch, policy.settings.image_size)
+        video = frames_to_video(torch.from_numpy(frames).to(network.device), network.dtype)
+        full = timed(lambda: network.encode(video), network.device, repeats + 1)[1:]
+        lead = timed(lambda: network.encode_leading(video, needed, policy._constant_prefix), network.device, repeats + 1)[1:]
+        same = network.encode(video)[:, :, :needed]
+        diff = (same - network.encode_leading(video, needed, policy._constant_prefix)).abs().max().item()
+        rows.append({"batch": batch, "full_ms": statistics.median(full) * 1e3, "needed_ms": statistics.median(lead) * 1e3,
+                     "latent_frames_needed": needed, "latent_frames": policy.layout.num_frames,
+                     "max_abs_latent_diff": diff})
+    return rows
+
+
+def measure_variant(policy: CosmosPolicy, args: argparse.Namespace, flops: float, matmul: float) -> dict[str, Any]:
+    device = policy.network.device
+    row: dict[str, Any] = {"dit": [], "queries": []}
+    for batch in args.dit_batches:
+        inputs = dit_inputs(policy, batch)
+        seconds = timed(lambda: policy.network(*inputs), device, args.repeats + 2)[2:]
+        median = statistics.median(seconds)
+        row["dit"].append({"batch": batch, "ms": median * 1e3, "samples_per_s": batch / median,
+                           "tflops": flops * batch / median / 1e12, "share_of_matmul": flops * batch / median / 1e12 / matmul})
+    observations = libero_observations(max(args.query_batches + [1]))
+    latency = timed(lambda: policy.predict(observations[:1], [0]), device, args.latency_repeats + 2)[2:]
+    row["latency_batch1_ms"] = {"p50": float(np.percentile(latency, 50)) * 1e3, "p99": float(np.percentile(latency, 99)) * 1e3,
+                                "min": min(latency) * 1e3, "calls": len(latency)}
+    for batch in args.query_batches:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        seconds = timed(lambda: policy.predict(observations[:batch], list(range(batch))), device, args.repeats + 1)[1:]
+        median = statistics.median(seconds)
+        stats = policy.with_settings(profile=True).predict(observations[:batch], list(range(batch)))[0].stats
+        entry = {"batch": batch, "seconds": median, "chunks_per_s": batch / median,
+                 "phases_ms": {k[len("seconds_"):]: v * 1e3 for k, v in stats.items() if k.startswith("seconds_")}}
+        if device.type == "cuda":
+            entry["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
+        row["queries"].append(entry)
+    return row
+
+
+def accuracy(eager: CosmosPolicy, fast: CosmosPolicy, queries: int, batch: int) -> dict[str, Any]:
+    """Actions of `fast` vs `eager` on the same random queries and seeds, and eager's own batch noise."""
+    observations = libero_observations(queries, seed=7)
+    seeds = list(range(1000, 1000 + queries))
+    a = np.concatenate([np.stack([p.actions for p in eager.predict(observations[i:i + batch], seeds[i:i + batch])])
+                        for i in range(0, queries, batch)])
+    b = np.concatenate([np.stack([p.actions for p in fast.predict(observations[i:i + batch], seeds[i:i + batch])])
+                        for i in range(0, queries, batch)])
+    few = min(queries, batch)
+    single = np.stack([eager.predict([observations[i]], [seeds[i]])[0].actions for i in range(few)])
+
+    def compare(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        rel = np.linalg.norm((x - y).reshape(len(x), -1), axis=1) / np.maximum(np.linalg.norm(x.reshape(len(x), -1), axis=1), 1e-12)
+        return {"max_abs": float(np.abs(x - y).max()), "rel_l2_mean": float(rel.mean()), "rel_l2_max": float(rel.max()),
+                "action_abs_mean": float(np.abs(x).mean())}
+
+    return {"queries": queries, "batch": batch, "fast_vs_eager": compare(a, b),
+            "eager_batch_vs_batch1": {"queries": few, **compare(single, a[:few])}}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=("2b", "tiny"), default="2b")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
+    parser.add_argument("--fast", default="blocks", help="the variant compared with eager for accuracy")
+    parser.add_argument("--dit-batches", default="1,8,16")
+    parser.add_argument("--query-batches", default="8,16")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--latency-repeats", type=int, default=30)
+    parser.add_argument("--accuracy-queries", type=int, default=112)
+    parser.add_argument("--budget-s", type=float, default=520.0, help="start no variant after this many seconds")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    args.dit_batches = [int(x) for x in args.dit_batches.split(",")]
+    args.query_batches = [int(x) for x in args.query_batches.split(",")]
+    variants = args.variants.split(",")
+    unknown = sorted(set(variants + [args.fast]) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    began = time.perf_counter()
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    results: dict[str, Any] = {"meta": {
+        "config": args.config, "device": torch.cuda.get_device_name(device) if on_gpu else platform.processor() or "cpu",
+        "dtype": str(dtype), "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
+        "python": platform.python_version(), "argv": list(argv) if argv is not None else None,
+    }, "variants": {}}
+    results["matmul_tflops"] = matmul_tflops(device, dtype, 8192 if on_gpu else 512, 20 if on_gpu else 3)
+
+    def save() -> None:
+        args.out.write_text(json.dumps(results, indent=2))
+
+    eager, build_s = build(args, "eager")
+    results["meta"]["weights_checksum"] = _checksum(eager)
+    results["dit_flops_per_sample"] = dit_flops(eager)
+    tokens = eager.layout.num_frames * (eager.latent_shape[2] // 2) * (eager.latent_shape[3] // 2)
+    config = eager.network.transformer.config
+    results["sdpa"] = sdpa_backends(device, dtype, 8, tokens, config.num_attention_heads, config.attention_head_dim)
+    results["vae_encode"] = vae_encode(eager, args.query_batches[:1] + [1], args.repeats)
+    save()
+    fast_policy = None
+    for variant in variants:
+        if time.perf_counter() - began > args.budget_s:
+            results["variants"][variant] = {"skipped": f"budget of {args.budget_s} s spent"}
+            continue
+        try:
+            policy, seconds = (eager, build_s) if variant == "eager" else build(args, variant)
+            row = {"options": VARIANTS[variant], "build_and_compile_s": seconds, "weights_checksum": _checksum(policy),
+                   **measure_variant(policy, args, results["dit_flops_per_sample"], results["matmul_tflops"])}
+        except Exception as error:  # noqa: BLE001 - one variant failing must not lose the others
+            row = {"options": VARIANTS[variant], "error": f"{type(error).__name__}: {str(error)[:400]}"}
+            policy = None
+        results["variants"][variant] = row
+        print(_line(variant, row), flush=True)
+        save()
+        if variant == args.fast and policy is not None:
+            fast_policy = policy
+        elif policy is not None and policy is not eager:
+            del policy
+            gc.collect()
+            if on_gpu:
+                torch.cuda.empty_cache()
+    if fast_policy is not None:
+        results["accuracy"] = accuracy(eager, fast_policy, args.accuracy_queries, max(args.query_batches))
+    results["wall_s"] = time.perf_counter() - began
+    save()
+    print(_table(results))
+    return results
+
+
+def _checksum(policy: CosmosPolicy) -> float:
+    """Sum of the first transformer block's weights: equal across variants = the same random init."""
+    return float(sum(p.float().sum() for p in policy.network.transformer.transformer_blocks[0].parameters()))
+
+
+def _line(variant: str, row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"{variant}: {row['error']}"
+    dit = " ".join(f"b{d['batch']} {d['ms']:.1f}ms {d['share_of_matmul']:.0%}" for d in row["dit"])
+    q = " ".join(f"b{d['batch']} {d['chunks_per_s']:.2f}/s" for d in row["queries"])
+    return (f"{variant}: build {row['build_and_compile_s']:.0f}s | DiT {dit} | latency p50 "
+            f"{row['latency_batch1_ms']['p50']:.0f}ms p99 {row['latency_batch1_ms']['p99']:.0f}ms | chunks {q}")
+
+
+def _table(results: dict[str, Any]) -> str:
+    lines = [f"matmul {results['matmul_tflops']:.0f} TFLOP/s, DiT {results['dit_flops_per_sample'] / 1e12:.2f} TFLOP/sample-forward",
+             f"SDPA: {results['sdpa']}", f"VAE: {results['vae_encode']}"]
+    lines += [_line(name, row) for name, row in results["variants"].items() if "skipped" not in row]
+    if "accuracy" in results:
+        lines.append(f"accuracy: {results['accuracy']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The fast inference path (issue 9) on CPU with the tiny network: it changes no result.
+
+- VAE encode of only the latent frames the DiT reads, resumed after the cached constant prefix:
+  bitwise the latents of the full encode, and bitwise the same actions, futures and values, in all
+  three inference modes and for the RoboCasa layout.
+- torch.compile of the DiT blocks: the same actions within float32 noise, compiled once for a first
+  batch size and once more for a dynamic batch size, then no recompiles for new sizes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from robofleet.envs.contract import Observation
+from robofleet.platform.errors import SpecError
+from robofleet.policies.contract import Prediction
+from robofleet.policies.cosmos.factory import make_cosmos
+from robofleet.policies.cosmos.layout import Mode
+from robofleet.policies.cosmos.timing import PhaseTimer
+
+CAMERAS = ("agentview", "robot0_eye_in_hand")
+
+
+def _observations(count: int, seed: int = 0, cameras: tuple[str, ...] = CAMERAS) -> list[Observation]:
+    rng = np.random.default_rng(seed)
+    return [
+        Observation(images={key: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for key in cameras},
+                    proprio=rng.uniform(-0.5, 0.5, 9).astype(np.float32), instruction="pick up the bowl")
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="module")
+def full():
+    return make_cosmos({"config": "tiny", "device": "cpu", "vae_encode": "full", "compile": "none"}, "libero")
+
+
+@pytest.fixture(scope="module")
+def needed(full):
+    return full.with_settings(vae_encode="needed")
+
+
+def test_needed_frames_are_the_conditioning_images_only(needed):
+    assert needed._frames_to_encode(Mode.POLICY, False) == 4  # blank, proprio, wrist, primary
+    assert needed._frames_to_encode(Mode.WORLD_MODEL, False) == 4  # + action, which is injected
+    assert needed._frames_to_encode(Mode.VALUE, False) == 4  # future frames come from given latents
+    assert needed._frames_to_encode(Mode.VALUE, True) == 8  # ... or from future images to encode
+    assert needed.with_settings(return_future_images=True)._frames_to_encode(Mode.POLICY, False) == 9
+
+
+def test_leading_latents_are_bitwise_those_of_the_full_encode(full, needed):
+    observations = _observations(3)
+    timer = PhaseTimer(full.network.device, synchronize=False)
+    for mode in Mode:
+        reference, _ = full._clean_latents(observations, timer, mode)
+        fast, _ = needed._clean_latents(observations, timer, mode)
+        frames = needed._frames_to_encode(mode, False)
+        assert torch.equal(reference[:, :, :frames], fast[:, :, :frames]), mode
+        if mode is Mode.POLICY:  # nothing after the current images is encoded or injected
+            assert torch.count_nonzero(fast[:, :, frames:]) == 0
+    # the cached prefix is reused, and stays right, for a second batch of another size
+    again, _ = needed._clean_latents(observations[:2], timer, Mode.POLICY)
+    reference, _ = full._clean_latents(observations[:2], timer, Mode.POLICY)
+    assert torch.equal(reference[:, :, :4], again[:, :, :4])
+
+
+def test_predict_imagine_and_value_are_bitwise_unchanged(full, needed):
+    observations = _observations(3, seed=1)
+    seeds = [11, 12, 13]
+    for a, b in zip(full.predict(observations, seeds), needed.predict(observations, seeds)):
+        assert np.array_equal(a.actions, b.actions) and np.array_equal(a.future_proprio, b.future_proprio)
+        assert a.value == b.value
+    chunks = [p.actions for p in full.predict(observations, seeds)]
+    futures_a = full.imagine(observations, chunks, [4, 5, 6])
+    futures_b = needed.imagine(observations, chunks, [4, 5, 6])
+    for a, b in zip(futures_a, futures_b):
+        assert np.array_equal(a.latents, b.latents) and a.value == b.value
+    assert full.value(observations, chunks, futures_a, [7, 8, 9]) == needed.value(observations, chunks, futures_b, [7, 8, 9])
+    # value() from decoded future images encodes the future frames too, and still matches
+    decoded = full.with_settings(return_future_images=True).imagine(observations[:1], chunks[:1], [4])[0]
+    images = Prediction(actions=chunks[0], future_proprio=decoded.future_proprio, future_images=decoded.future_images)
+    assert full.value(observations[:1], chunks[:1], [images], [3]) == needed.value(observations[:1], chunks[:1], [images], [3])
+
+
+def test_robocasa_layout_is_unchanged_too():
+    cameras = ("robot0_eye_in_hand", "robot0_agentview_left", "robot0_agentview_right")
+    full = make_cosmos({"config": "tiny", "device": "cpu", "vae_encode": "full"}, "robocasa")
+    needed = full.with_settings(vae_encode="needed")
+    observations = _observations(2, seed=3, cameras=cameras)
+    assert needed._frames_to_encode(Mode.POLICY, False) == 5
+    for a, b in zip(full.predict(observations, [1, 2]), needed.predict(observations, [1, 2])):
+        assert np.array_equal(a.actions, b.actions)
+
+
+def test_compiled_blocks_match_eager_and_compile_at_most_twice(full):
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    compiled = make_cosmos({"config": "tiny", "device": "cpu", "compile": "blocks"}, "libero")
+    assert compiled.network.compiled == ("blocks", "default")
+    counters = dynamo.utils.counters
+    frames_after_warm_up = counters["stats"]["unique_graphs"]
+    assert frames_after_warm_up >= 1  # warm_up compiled at build time
+    observations = _observations(5, seed=2)
+    for size in (3, 5, 1):  # new batch sizes after the warm-up's 1 and 2: no new graphs
+        seeds = list(range(size))
+        for a, b in zip(full.predict(observations[:size], seeds), compiled.predict(observations[:size], seeds)):
+            np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == frames_after_warm_up
+
+
+@pytest.mark.parametrize(("key", "value"), [("compile", "turbo"), ("compile_mode", "fastest"), ("vae_encode", "some")])
+def test_bad_fast_path_options_name_their_key(key, value):
+    with pytest.raises(SpecError) as err:
+        make_cosmos({"config": "tiny", key: value}, "libero")
+    assert err.value.key == key
