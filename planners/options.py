@@ -19,6 +19,7 @@
     extend_steps = 0               # closed-loop steps the acting policy adds to each proposal (see oracle.py)
     lookahead = 0                  # steps the reference policy plays on from there to look for success
     reference_policy = { name = "scripted" }   # who plays the lookahead; default: the acting policy
+    prune = false                  # true: stop a proposal once it cannot beat the best so far (same choice)
 
 `validate(options)` returns the normalized dict (every default filled in) that the spec stores;
 `BestOfNOptions.from_dict` rebuilds the dataclasses inside the worker.
@@ -34,7 +35,7 @@ SCORERS = ("model", "oracle")
 AGGREGATIONS = ("average", "lcb", "success_vote", "majority_mean")
 COMMON_KEYS = ("n", "scorer", "search_depth", "keep_base")
 MODEL_KEYS = ("aggregation", "future_steps", "value_steps", "success_threshold", "planning_policy")
-ORACLE_KEYS = ("execute_steps", "extend_steps", "lookahead", "reference_policy")
+ORACLE_KEYS = ("execute_steps", "extend_steps", "lookahead", "reference_policy", "prune")
 MAX_PROPOSALS = 1024
 MAX_STEPS = 10_000  # more simulated steps than any suite's episode: a typo, not a plan
 
@@ -58,6 +59,7 @@ class OracleScorerOptions:
     extend_steps: int = 0  # closed-loop steps of the acting policy appended to each proposal
     lookahead: int = 0  # steps the reference policy plays after the proposal, looking for success
     reference_policy: Mapping[str, Any] = field(default_factory=dict)  # {name, ...options}; {} = the acting policy
+    prune: bool = False  # stop a proposal once it cannot beat the best so far: same choice, fewer steps
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,13 @@ def _int(options: Mapping[str, Any], key: str, default: int, minimum: int, maxim
     return value
 
 
+def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = options.get(key, default)
+    if not isinstance(value, bool):
+        raise SpecError(f"planner.{key}", f"must be true or false, got {value!r}")
+    return value
+
+
 def _steps_list(options: Mapping[str, Any], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
     value = options.get(key, list(default))
     ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
@@ -135,9 +144,7 @@ def _parse(options: Mapping[str, Any]) -> BestOfNOptions:
         if key not in COMMON_KEYS + own:
             raise SpecError(f"planner.{key}", f"unknown key; planner 'best_of_n' with scorer {scorer!r} takes: "
                             f"{', '.join(COMMON_KEYS + own)}")
-    keep_base = options.get("keep_base", False)
-    if not isinstance(keep_base, bool):
-        raise SpecError("planner.keep_base", f"must be true or false, got {keep_base!r}")
+    keep_base = _bool(options, "keep_base", False)
     n = _int(options, "n", 4, 1, MAX_PROPOSALS)
     depth = _int(options, "search_depth", 1, 1, 16)
     model = oracle = None
@@ -165,5 +172,6 @@ def _parse(options: Mapping[str, Any]) -> BestOfNOptions:
             extend_steps=_int(options, "extend_steps", 0, 0, MAX_STEPS),
             lookahead=_int(options, "lookahead", 0, 0, MAX_STEPS),
             reference_policy=_policy_table(options, "reference_policy"),
+            prune=_bool(options, "prune", False),
         )
     return BestOfNOptions(n=n, scorer=scorer, search_depth=depth, keep_base=keep_base, model=model, oracle=oracle)

@@ -29,6 +29,12 @@ The env worker executes the chosen plan subject to the spec's `policy.open_loop_
 unset (or >= the plan's length) so that what runs is what was scored; set `execute_steps` to play
 only the leading actions of each chunk.
 
+Pruning (`prune = true`): proposals are played in index order, and once one has succeeded, a later
+proposal stops as soon as it can no longer score strictly higher (its success would come at or after
+the step the best one reached). The choice is exactly the one without pruning (ties already go to the
+lowest index) at a fraction of the simulation; a pruned proposal's score is then recorded as 0 and
+its index listed in the `pruned` stat.
+
 Cost per decision: at most N x H simulator steps (a success ends a proposal's play early). The
 lookahead is not clipped to the episode's remaining step budget: a success it finds may lie beyond
 the episode's step limit. Search depth must be 1 (the simulator already plays the future out).
@@ -49,6 +55,10 @@ from robofleet.platform.seeds import proposal_seed, query_seed
 from robofleet.policies.contract import Policy, Prediction
 
 _EXTEND_STREAM, _LOOKAHEAD_STREAM = 1, 2  # sub-streams of a proposal's seed
+
+
+class _Pruned(Exception):
+    """A proposal reached its step limit under pruning (it cannot beat the best one any more)."""
 
 
 class OracleScorer:
@@ -75,12 +85,20 @@ class OracleScorer:
         """Scores; extras success_step, plan_steps, horizon, sim_steps, retries; per proposal the
         recorded action sequence (P, d_act) to execute if it is chosen."""
         saved = capture(self.env)
-        scores, plans, success_steps, horizons = [], [], [], []
+        scores, plans, success_steps, horizons, pruned = [], [], [], [], []
         sim_steps = retries = 0
+        best = 0.0
         for i, (proposal, seed) in enumerate(zip(proposals, seeds)):
-            def play(proposal: Prediction = proposal, seed: int = seed) -> tuple[list[np.ndarray], int | None, int, int]:
+            limit = None
+            if self.options.prune and best > 0.0:
+                horizon = self._horizon(proposal)
+                # the steps within which a success scores strictly more than `best`
+                limit = max(int(np.ceil((horizon + 1) * (1.0 - best))) - 1, 0)
+
+            def play(proposal: Prediction = proposal, seed: int = seed, limit: int | None = limit,
+                     ) -> tuple[list[np.ndarray], int | None, int, int]:
                 try:
-                    return self._play(obs, proposal, seed)
+                    return self._play(obs, proposal, seed, limit)
                 finally:
                     restore(self.env, saved)
 
@@ -89,8 +107,13 @@ class OracleScorer:
             sim_steps += steps
             horizons.append(horizon)
             success_steps.append(success_at)
-            scores.append(0.0 if success_at is None else (horizon + 1 - success_at) / (horizon + 1))
-            plans.append(np.stack(plan))  # no cast: the executed actions must be the simulated ones, exactly
+            score = 0.0 if success_at is None else (horizon + 1 - success_at) / (horizon + 1)
+            scores.append(score)
+            best = max(best, score)
+            if limit is not None and success_at is None and steps >= limit:
+                pruned.append(i)
+            # no cast: the executed actions must be the simulated ones, exactly
+            plans.append(np.stack(plan) if plan else np.asarray(proposal.actions)[:0])
         extras = {
             "success_step": success_steps,
             "plan_steps": [len(p) for p in plans],
@@ -98,22 +121,34 @@ class OracleScorer:
             "sim_steps": sim_steps,
             "scorer_retries": retries,
         }
+        if self.options.prune:
+            extras["pruned"] = pruned
         return Scored(scores, extras, plans)
 
     # -- one proposal ------------------------------------------------------------------------------
-    def _play(self, obs: Observation, proposal: Prediction, seed: int) -> tuple[list[np.ndarray], int | None, int, int]:
-        """Play one proposal from the current state. Returns (recorded plan actions, step of the first
-        success or None, steps simulated, horizon H)."""
+    def _horizon(self, proposal: Prediction) -> int:
+        opts = self.options
+        played = len(proposal.actions) if not opts.execute_steps else min(opts.execute_steps, len(proposal.actions))
+        return played + opts.extend_steps + opts.lookahead
+
+    def _play(self, obs: Observation, proposal: Prediction, seed: int, limit: int | None = None,
+              ) -> tuple[list[np.ndarray], int | None, int, int]:
+        """Play one proposal from the current state, for at most `limit` steps (None: its horizon).
+        Returns (recorded plan actions, step of the first success or None, steps simulated, horizon H)."""
         opts = self.options
         chunk = np.asarray(proposal.actions)
         first = chunk[: opts.execute_steps] if opts.execute_steps else chunk
         horizon = len(first) + opts.extend_steps + opts.lookahead
         plan: list[np.ndarray] = []
         steps = 0
+        if limit is not None and limit <= 0:
+            return plan, None, steps, horizon
 
         def run(actions: np.ndarray, record: bool) -> bool:
             nonlocal obs, steps
             for action in actions:
+                if limit is not None and steps >= limit:
+                    raise _Pruned
                 result = self.env.step(action)
                 steps += 1
                 obs = result.obs
@@ -123,22 +158,25 @@ class OracleScorer:
                     return True
             return False
 
-        if run(first, record=True):
-            return plan, steps, steps, horizon
-        for policy, budget, stream, record in ((self.acting, opts.extend_steps, _EXTEND_STREAM, True),
-                                                (self.reference, opts.lookahead, _LOOKAHEAD_STREAM, False)):
-            left, query = budget, 0
-            branch = proposal_seed(seed, stream)
-            while left > 0:
-                [prediction] = policy.predict([obs], [query_seed(branch, query)])
-                actions = np.asarray(prediction.actions)
-                actions = actions[: opts.execute_steps] if opts.execute_steps else actions
-                actions = actions[:left]
-                if len(actions) == 0:
-                    raise ValueError(f"{type(policy).__name__} returned an empty action chunk")
-                query += 1
-                left -= len(actions)
-                if run(actions, record):
-                    return plan, steps, steps, horizon
+        try:
+            if run(first, record=True):
+                return plan, steps, steps, horizon
+            for policy, budget, stream, record in ((self.acting, opts.extend_steps, _EXTEND_STREAM, True),
+                                                    (self.reference, opts.lookahead, _LOOKAHEAD_STREAM, False)):
+                left, query = budget, 0
+                branch = proposal_seed(seed, stream)
+                while left > 0:
+                    [prediction] = policy.predict([obs], [query_seed(branch, query)])
+                    actions = np.asarray(prediction.actions)
+                    actions = actions[: opts.execute_steps] if opts.execute_steps else actions
+                    actions = actions[:left]
+                    if len(actions) == 0:
+                        raise ValueError(f"{type(policy).__name__} returned an empty action chunk")
+                    query += 1
+                    left -= len(actions)
+                    if run(actions, record):
+                        return plan, steps, steps, horizon
+        except _Pruned:
+            pass  # it can no longer beat the best proposal so far
         return plan, None, steps, horizon
 

@@ -11,11 +11,16 @@ tests/test_planners.py (stepping after a restore equals stepping from the origin
   shifts each observable's clock by one sim substep, so later observations come from another substep);
 - the env's step counter, clock and done flag (`timestep`, `cur_time`, `done`: lookahead steps count
   toward robosuite's horizon of 1000 steps, after which `step` raises);
-- the whole `MjData` (solver warm start, controls, applied forces, ...), copied with `mj_copyData`.
+- the whole `MjData` (solver warm start, controls, applied forces, ...), copied with `mj_copyData`;
+  MuJoCo < 3.5 has no `mj_copyData` in Python (robosuite 1.5's environment has 3.3.1): there the
+  full integration state (`mj_getState` with mjSTATE_INTEGRATION: everything `mj_step` reads from
+  the past, warm start included) is saved and restored, then `mj_forward` recomputes the rest.
 
-An env may offer `snapshot()` / `restore(snapshot)` itself (the contract's get_state/set_state are
-still used and checked); LiberoEnv does not yet, so for robosuite envs this module reads the
-attributes above. Other envs get get_state/set_state only (a warning says so, once).
+The same attributes exist in robosuite 1.4 (LiberoEnv: `_env.env`) and 1.5 (envs/robosuite15.py:
+`_env`; grippers are then a dict per arm); both are verified bit for bit by the tests (1.5 on Lift
+with OSC_POSE, in `.venv-rs15`). An env may offer `snapshot()` / `restore(snapshot)` itself (the
+contract's get_state/set_state are still used and checked). Other envs get get_state/set_state only
+(a warning says so, once).
 """
 from __future__ import annotations
 
@@ -71,19 +76,28 @@ def restore(env: Env, snapshot: SimulatorSnapshot) -> None:
         raise PlanningError(f"simulator restore is not exact: {changed} of {snapshot.state.size} state values differ")
 
 
-# -- robosuite 1.4 (LIBERO) ------------------------------------------------------------------------
+# -- robosuite 1.4 (LIBERO) and 1.5 -------------------------------------------------------------------
 def _robosuite_env(env: Env) -> Any | None:
-    """The robosuite environment inside a LiberoEnv (ControlEnv.env), or None."""
-    inner = getattr(getattr(env, "_env", None), "env", None)
-    return inner if inner is not None and hasattr(inner, "sim") and hasattr(inner, "_observables") else None
+    """The robosuite environment of an adapter, or None: LiberoEnv's ControlEnv.env (robosuite 1.4),
+    or the robosuite-1.5 adapters' own `_env` (envs/robosuite15.py)."""
+    outer = getattr(env, "_env", None)
+    for inner in (outer, getattr(outer, "env", None)):
+        if inner is not None and hasattr(inner, "sim") and hasattr(inner, "_observables") and hasattr(inner, "robots"):
+            return inner
+    return None
 
 
 def _capture_robosuite(renv: Any) -> dict[str, Any]:
     import mujoco
 
     model = renv.sim.model._model
-    data = mujoco.MjData(model)
-    mujoco.mj_copyData(data, model, renv.sim.data._data)
+    if hasattr(mujoco, "mj_copyData"):
+        data: Any = mujoco.MjData(model)
+        mujoco.mj_copyData(data, model, renv.sim.data._data)
+    else:  # mujoco < 3.5 (robosuite 1.5's): the full integration state, the rest is recomputed
+        spec = int(mujoco.mjtState.mjSTATE_INTEGRATION)  # everything mj_step reads from the past
+        data = np.empty(mujoco.mj_stateSize(model, spec), dtype=np.float64)
+        mujoco.mj_getState(model, renv.sim.data._data, data, spec)
     observables = {
         name: (o._time_since_last_sample, o._sampled, o._current_delay, copy.deepcopy(o._current_observed_value))
         for name, o in renv._observables.items()
@@ -108,7 +122,11 @@ def _restore_robosuite(renv: Any, saved: dict[str, Any]) -> None:
     import mujoco
 
     model = renv.sim.model._model
-    mujoco.mj_copyData(renv.sim.data._data, model, saved["data"])  # in place: views into it stay valid
+    if isinstance(saved["data"], np.ndarray):
+        mujoco.mj_setState(model, renv.sim.data._data, saved["data"], int(mujoco.mjtState.mjSTATE_INTEGRATION))
+        mujoco.mj_forward(model, renv.sim.data._data)
+    else:
+        mujoco.mj_copyData(renv.sim.data._data, model, saved["data"])  # in place: views into it stay valid
     for robot, actions in zip(renv.robots, saved["grippers"]):
         if isinstance(actions, dict):
             for arm, value in actions.items():

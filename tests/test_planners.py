@@ -58,7 +58,7 @@ def planner_options(**options: Any) -> dict[str, Any]:
 def test_defaults_are_filled_in_and_survive_the_spec_round_trip(tmp_path):
     assert planner_options(scorer="oracle") == {
         "n": 4, "scorer": "oracle", "search_depth": 1, "keep_base": False,
-        "execute_steps": 0, "extend_steps": 0, "lookahead": 0, "reference_policy": {}}
+        "execute_steps": 0, "extend_steps": 0, "lookahead": 0, "reference_policy": {}, "prune": False}
     model = planner_options()
     assert model["scorer"] == "model" and model["aggregation"] == "average"
     assert model["future_steps"] == [1, 3, 5] and model["value_steps"] == [1, 2, 3, 4, 5]
@@ -389,6 +389,74 @@ def test_the_oracle_picks_a_proposal_that_succeeds_when_one_does(blind_env):
             assert real[stats["chosen"]], f"chose {stats['chosen']} of {real}"
             assert np.array_equal(decision.prediction.actions, plans[stats["chosen"]])
     assert mixed >= 1, "the scenario must have both succeeding and failing proposals"
+
+
+def test_pruning_keeps_the_oracle_s_choice_and_simulates_fewer_steps(blind_env):
+    """A later proposal stops once it cannot beat the best so far: the same plan is chosen, for less."""
+    from robofleet.planners.simulator_state import capture, restore
+
+    env = blind_env
+    expert = make_policy("scripted", {}, "libero")
+    obs = env.reset(task_id=1, trial=0, seed=5)  # the expert succeeds at step 89
+    for _ in range(70):
+        obs = env.step(expert.predict([obs], [0])[0].actions[0]).obs
+    saved = capture(env)
+    noisy = make_policy("noisy", {"scale": 0.5}, "libero")
+    common = dict(scorer="oracle", n=4, keep_base=True, extend_steps=4, lookahead=40, reference_policy={"name": "scripted"})
+    full = make_planner("best_of_n", planner_options(**common), noisy, env)
+    pruned = make_planner("best_of_n", planner_options(**common, prune=True), noisy, env)
+    saved_steps = 0
+    for query_seed in (7, 8, 9):
+        a, b = full.decide(obs, query_seed), pruned.decide(obs, query_seed)
+        assert np.array_equal(env.get_state(), saved.state)
+        assert b.stats["chosen"] == a.stats["chosen"]
+        assert np.array_equal(b.prediction.actions, a.prediction.actions)
+        assert b.stats["scores"][b.stats["chosen"]] == a.stats["scores"][a.stats["chosen"]]
+        assert b.stats["sim_steps"] <= a.stats["sim_steps"]
+        assert all(b.stats["scores"][i] == 0.0 for i in b.stats["pruned"])
+        saved_steps += a.stats["sim_steps"] - b.stats["sim_steps"]
+    restore(env, saved)
+    assert saved_steps > 0, "the scenario must let pruning cut some proposal short"
+
+
+def test_the_oracle_restores_robosuite_15_exactly():
+    """robosuite 1.5 (its own Python, MuJoCo 3.3 without mj_copyData): steps after a restore equal the
+    steps from the original state, bit for bit, also after other steps were simulated in between."""
+    from tests.test_robosuite_family import in_rs15
+
+    facts = in_rs15("""
+        import json
+        import numpy as np
+        from robofleet.envs.robosuite15 import RobosuiteEnv
+        from robofleet.planners.simulator_state import capture, restore
+        from robofleet.platform.seeds import episode_seed
+
+        env = RobosuiteEnv("single_arm", render_cameras=False, wait_steps=2)
+        env.reset(0, 0, episode_seed(0, "robosuite/single_arm/task00/trial000"))
+        rng = np.random.default_rng(0)
+        for a in rng.uniform(-1, 1, (5, 7)):
+            env.step(a)
+        saved = capture(env)
+        actions = rng.uniform(-1, 1, (20, 7))
+        first = [env.step(a) for a in actions]
+        end = env.get_state()
+        restore(env, saved)
+        restored_equal = bool(np.array_equal(env.get_state(), saved.state))
+        for a in rng.uniform(-1, 1, (7, 7)):  # another branch, then back
+            env.step(a)
+        restore(env, saved)
+        again = [env.step(a) for a in actions]
+        keys = [k for k in first[0].obs.privileged if k != "task"]
+        print(json.dumps({
+            "kind": saved.extra[0] if saved.extra else None,
+            "restored_equal": restored_equal,
+            "same_end": bool(np.array_equal(env.get_state(), end)),
+            "same_obs": all(np.array_equal(p.obs.proprio, q.obs.proprio)
+                            and all(np.array_equal(p.obs.privileged[k], q.obs.privileged[k]) for k in keys)
+                            for p, q in zip(first, again)),
+        }))
+    """)
+    assert facts == {"kind": "robosuite", "restored_equal": True, "same_end": True, "same_obs": True}
 
 
 # -- across policy replicas -----------------------------------------------------------------------------
