@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -203,12 +204,14 @@ def test_a_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(ray_cluster,
     spec = tmp_path / "sweep.toml"
     spec.write_text(toml_text({**sweep_doc(sweep={"seeds": [3, 4]}), "env": env}))
     sweep = load_sweep(spec)
-    run_sweep(sweep, tmp_path / "reference", progress=False)
 
     out, log_path = tmp_path / "killed", tmp_path / "driver.log"
     ray_tmp = tempfile.mkdtemp(prefix="rfk-", dir="/tmp")
-    with log_path.open("w") as log:
+    with log_path.open("w") as log, ThreadPoolExecutor(1) as pool:
         proc = _cli_run(spec, out, ray_tmp, log)
+        # The uninterrupted reference runs on the test's cluster while that driver boots its own
+        # (independent clusters and directories; results depend only on the episode identities).
+        reference = pool.submit(run_sweep, sweep, tmp_path / "reference", progress=False)
         try:
             deadline = time.monotonic() + 300
             while _recorded(out) == 0:
@@ -220,6 +223,7 @@ def test_a_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(ray_cluster,
             at_kill = _recorded(out)
         finally:
             _stop_all(proc, ray_tmp)
+        reference.result(timeout=400)
     assert 1 <= at_kill < 4, "the sweep was interrupted part-way"
 
     ray_tmp = tempfile.mkdtemp(prefix="rfk-", dir="/tmp")
