@@ -198,7 +198,8 @@ def test_a_kitchen_episode_runs_when_robocasa_is_installed(ray_cluster, tmp_path
     from robofleet.platform.runner import run
 
     installed, why = robocasa_installed()
-    if not installed:
+    if not installed:  # the skip line (pytest -ra, on in pyproject.toml) carries the reason and the install steps
+        assert "git clone https://github.com/robocasa/robocasa" in why and "download_kitchen_assets.py" in why, why
         pytest.skip("kitchen rollout needs robocasa + its ~10 GB of kitchen assets in .venv-rs15: "
                     + " | ".join(line.strip() for line in why.splitlines()))
     spec = spec_from_dict(small_spec(env=robocasa_env(render_cameras=True, image_size=64), policy={"name": "zero"}))
