@@ -27,6 +27,14 @@ from robofleet.platform.errors import RobofleetError
 log = logging.getLogger("robofleet")
 
 
+def default_out(name: str) -> Path:
+    """runs/<name>: the output directory when --out is not given; never outside runs/."""
+    from robofleet.platform.spec import run_name
+
+    run_name(name)  # sweep names are checked here too: `..` or an absolute name is refused
+    return Path("runs") / name
+
+
 def _print_overall(overall: dict) -> None:
     if overall.get("episodes"):
         low, high = overall["ci95"]
@@ -39,7 +47,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from robofleet.jobs.sweep import load_any
     from robofleet.platform.errors import SpecError
     from robofleet.platform.report_files import load_summary, write_run_report
-    from robofleet.platform.runner import run
+    from robofleet.platform.runner import check_writable, run, validate_before_ray
 
     if bool(args.spec) == bool(args.spec_env):
         raise SpecError("spec", "give a spec file or --spec-env VAR (one of them)")
@@ -49,9 +57,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         spec = load_any(text=os.environ[args.spec_env], where=f"${args.spec_env}")
     else:
         spec = load_any(args.spec)
-    out = Path(args.out) if args.out else Path("runs") / spec.name
+    out = Path(args.out) if args.out else default_out(spec.name)
+    check_writable(out)
     if spec.sweep is not None:
         from robofleet.jobs.sweep_runner import run_sweep
+
+        for point in spec.sweep.points:  # every point's files, before the first point starts Ray
+            validate_before_ray(point.spec)
 
         summary = run_sweep(spec.sweep, out, workers=args.workers, address=args.address, videos=args.videos,
                             progress=not args.no_progress)
@@ -74,7 +86,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from robofleet.jobs.sweep_runner import recorded_episodes
 
     spec = load_any(args.spec)
-    out = Path(args.out) if args.out else Path("runs") / spec.name
+    out = Path(args.out) if args.out else default_out(spec.name)
     if spec.sweep is not None:
         rows = [(p.name, out / p.name, p.spec) for p in spec.sweep.points]
         print(f"sweep {spec.name}: {len(rows)} runs into {out}/")

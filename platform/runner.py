@@ -60,6 +60,28 @@ def check_resources(spec: RunSpec, n_workers: int) -> None:
                     int(free // spec.run.cpus_per_worker), n_workers, free)
 
 
+def validate_before_ray(spec: RunSpec) -> None:
+    """What can only be checked where the driver runs, before Ray starts: the policy's files
+    (checkpoints, statistics, embeddings: present, readable, matching; policies/registry.py)."""
+    from robofleet.policies.registry import validate_policy
+
+    validate_policy(spec, check_files=True)
+
+
+def check_writable(directory: str | Path, what: str = "--out") -> None:
+    """RunDirError unless `directory` can be created and written (checked before Ray starts)."""
+    from robofleet.platform.results import RunDirError
+
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{what} {path}: cannot write there ({exc.strerror}); choose another directory") from exc
+
+
 def start_replicas(spec: RunSpec) -> list[Any]:
     """The spec's PolicyReplicas, loaded (errors raised here, before any episode starts)."""
     from robofleet.policies.replica import PolicyReplica
@@ -148,6 +170,7 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
         spec = replace(spec, run=replace(spec.run, workers=workers))
     if videos and not spec.env.render_cameras:
         raise SpecError("--videos", "needs cameras: set env.render_cameras = true or drop --videos")
+    validate_before_ray(spec)  # before the run directory is claimed: a fixed spec must not be refused there
     store = RunStore(out_dir, spec)
     episodes = expand_episodes(spec)
     done = store.finished_ids()

@@ -349,18 +349,31 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     """Validate a parsed TOML document into a RunSpec; SpecError names the first bad key."""
     _check_keys(data, ("seed", "name", "env", "policy", "planner", "serving", "run"), "")
     env = _env_spec(_require(data, "env", ""))
-    name = data.get("name", "")
-    if not isinstance(name, str):
-        raise SpecError("name", f"must be a string, got {name!r}")
-    return RunSpec(
+    spec = RunSpec(
         seed=_int(_require(data, "seed", ""), "seed", 0, 2**32 - 1),
         env=env,
         policy=_policy_spec(_require(data, "policy", ""), env.family),
         planner=_planner_spec(data.get("planner", {"name": "direct"})),
         run=_run_options(data.get("run", {})),
         serving=_serving_spec(data.get("serving", {})),
-        name=name,
+        name=run_name(data.get("name", "")),
     )
+    from robofleet.policies.registry import validate_policy
+
+    validate_policy(spec, check_files=False)  # the policy's own rules (options, tasks it supports)
+    return spec
+
+
+def run_name(name: Any, key: str = "name") -> str:
+    """A run's name: it becomes the default output directory runs/<name>, so it must stay inside runs/
+    (relative, no `..`; `/` nests, as sweeps' `<sweep>/<point>` names do)."""
+    if not isinstance(name, str):
+        raise SpecError(key, f"must be a string, got {name!r}")
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "~")) or ".." in parts or "\0" in name or (name and not all(parts)):
+        raise SpecError(key, f"{name!r} would put the run outside runs/ (default output directory runs/<name>): "
+                             "use a relative name without '..', empty parts or a leading '/' or '~'")
+    return name
 
 
 def load_spec(path: str | Path) -> RunSpec:
