@@ -21,8 +21,11 @@ def worker_env() -> dict[str, str]:
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Connect to Ray; returns True when this call started a local cluster (the caller shuts it down).
 
-    address None: an in-process local cluster (dashboard off, nothing listens beyond 127.0.0.1).
-    address "auto" or "HOST:PORT": join an existing cluster (`ray start --head`).
+    address None: an in-process local cluster with no dashboard HTTP server and no Jobs API
+        (tests/test_security.py). Ray's own gRPC services (GCS, raylet, agents, workers) still listen
+        on the host's interfaces, behind Ray's token authentication: see RELIABILITY.md, "Security".
+    address "auto" or "HOST:PORT": join an existing cluster (`ray start --head`; start it with
+        `--dashboard-host 127.0.0.1`, Ray's default, unless others must reach its Jobs API).
     """
     if ray.is_initialized():
         return False
