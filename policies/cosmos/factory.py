@@ -39,7 +39,8 @@ RELEASED_CHECKPOINTS = {
 DEFAULT_VAE = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # diffusers-format Wan2.1 VAE under vae/
 DTYPES = ("auto", "float32", "bfloat16")
 VAE_ENCODES = ("needed", "full")
-COMPILE_CHOICES = ("auto", *COMPILE_SCOPES)  # auto: "blocks" on CUDA, "none" on the CPU
+COMPILE_CHOICES = ("auto", *COMPILE_SCOPES)  # auto: "full" on CUDA, "none" on the CPU
+COMPILE_MODE_CHOICES = ("auto", *COMPILE_MODES)  # auto: "reduce-overhead" (CUDA graphs) for "full", else "default"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _IMAGE_MULTIPLE = VAE_SPATIAL_FACTOR * 2  # VAE cells x DiT patch
 
@@ -70,8 +71,8 @@ class CosmosOptions:
     profile: bool = False  # synchronise the GPU between phases to time them separately
     init_seed: int = 0  # seed of the random weights (checkpoint = "random")
     vae_encode: str = "needed"  # "needed": only the latent frames the DiT reads (exact, ~4x less VAE work) | "full"
-    compile: str = "auto"  # torch.compile of the DiT: "auto" | "none" (eager) | "blocks" | "full"
-    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead (CUDA graphs) | max-autotune...
+    compile: str = "auto"  # torch.compile of the DiT: "auto" (full on CUDA) | "none" (eager) | "blocks" | "full"
+    compile_mode: str = "auto"  # "auto" | default | reduce-overhead (CUDA graphs, full only) | max-autotune...
 
 
 def _check_type(key: str, value: Any, expected: type) -> None:
@@ -104,9 +105,12 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
         raise SpecError("device", f"{parsed.device!r}: use auto, cpu, cuda or cuda:N")
     if parsed.dtype not in DTYPES:
         raise SpecError("dtype", f"{parsed.dtype!r} is not one of {DTYPES}")
-    for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODES)):
+    for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODE_CHOICES)):
         if getattr(parsed, key) not in allowed:
             raise SpecError(key, f"{getattr(parsed, key)!r} is not one of {allowed}")
+    if parsed.compile == "blocks" and parsed.compile_mode in ("reduce-overhead", "max-autotune"):
+        raise SpecError("compile_mode", f"{parsed.compile_mode!r} captures CUDA graphs, which needs compile = \"full\" "
+                        "(per-block graphs overwrite each other's outputs); use \"default\" with \"blocks\"")
     for key in ("action_steps", "future_steps", "value_steps"):
         if getattr(parsed, key) is not None and getattr(parsed, key) < 1:
             raise SpecError(key, f"must be >= 1, got {getattr(parsed, key)}")
@@ -184,9 +188,12 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         vae_directory=None if vae == RANDOM else locate_vae(vae),
         seed=opts.init_seed,
     )
-    scope = opts.compile if opts.compile != "auto" else ("blocks" if device.type == "cuda" else "none")
+    scope = opts.compile if opts.compile != "auto" else ("full" if device.type == "cuda" else "none")
+    mode = opts.compile_mode
+    if mode == "auto":
+        mode = "reduce-overhead" if scope == "full" and device.type == "cuda" else "default"
     if scope != "none":
-        network.accelerate(scope, opts.compile_mode)
+        network.accelerate(scope, mode)
     settings = InferenceSettings(
         action_steps=opts.action_steps or layout.default_action_steps,
         future_steps=opts.future_steps,
@@ -206,5 +213,5 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
              network.compiled, settings)
     policy = CosmosPolicy(network, layout, stats, embeddings, settings, {**layout.camera_keys, **opts.cameras})
     if scope != "none":
-        log.info("cosmos: DiT compiled (%s, %s) and warmed up in %.1f s", scope, opts.compile_mode, policy.warm_up())
+        log.info("cosmos: DiT compiled (%s, %s) and warmed up in %.1f s", scope, mode, policy.warm_up())
     return policy

@@ -14,7 +14,9 @@ composition.
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Sequence, TypeVar
 
@@ -36,6 +38,9 @@ from robofleet.policies.cosmos.timing import PhaseTimer
 from robofleet.policies.prediction import CosmosPrediction  # torch-free: env workers unpickle it
 
 T = TypeVar("T")
+
+_IMAGE_THREADS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="cosmos-images")
+"""Camera images are JPEG-round-tripped and resized per query on these threads (PIL releases the GIL)."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +284,7 @@ class CosmosPolicy:
         batch = len(observations)
         needed = self._frames_to_encode(mode, any(images is not None for images in future_images or []))
         with timer.phase("preprocess"):
-            current = [self._camera_images(obs.images) for obs in observations]
+            current = list(_IMAGE_THREADS.map(self._camera_images, [obs.images for obs in observations]))
             later = [None if images is None else self._camera_images(images) for images in (future_images or [None] * batch)]
             frames = slot_frames(self.layout, current, later, self.settings.image_size)[:, :needed]
             video = frames_to_video(torch.from_numpy(frames).to(self.network.device), self.network.dtype)
