@@ -90,7 +90,8 @@ def robofleet_run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         "policy": {"name": "cosmos", **policy_options(args)},
         "planner": {"name": "direct"},
         "serving": {"replicas": args.replicas, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
-                    "cpus_per_replica": 1.0 if args.device != "cpu" else 0.25},
+                    "cpus_per_replica": 1.0 if args.device != "cpu" else 0.25,
+                    **({"gpus_per_replica": args.gpus_per_replica} if args.gpus_per_replica is not None else {})},
         "run": {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker},
     })
     summary = run(spec, out_dir, progress=False)
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=14)
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--gpus-per-replica", type=float, default=None, help="e.g. 0.5: two replicas share one GPU")
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--eager", action="store_true", help="robofleet side on the eager path too (as before issue 9)")
