@@ -53,6 +53,7 @@ class PolicyReplica:
         self.pad_to = pad_to
         self.replica_index = replica_index
         self._queue: list[_Request] = []
+        self._in_model = 0  # requests of the batch the model thread is running now
         self._wakeup: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
@@ -106,6 +107,7 @@ class PolicyReplica:
             taken = {id(r) for r in batch}
             self._queue = [r for r in self._queue if id(r) not in taken]
             cut = time.perf_counter()
+            self._in_model = len(batch)
             try:
                 results, model_s = await loop.run_in_executor(self._model_thread, self._run_batch, kind, batch)
             except Exception as exc:  # noqa: BLE001 - the requesters get the error, the loop lives on
@@ -113,6 +115,8 @@ class PolicyReplica:
                     if not r.future.done():
                         r.future.set_exception(exc)
                 continue
+            finally:
+                self._in_model = 0
             self._batch_sizes[len(batch)] += 1
             self._model_s.append(model_s)
             for r, result in zip(batch, results):
@@ -143,10 +147,18 @@ class PolicyReplica:
         _synchronize()
         return list(results)[: len(batch)], time.perf_counter() - started
 
+    async def pending(self) -> int:
+        """Requests accepted and not yet answered: queued, or in the batch the model is running."""
+        return len(self._queue) + self._in_model
+
     async def stats(self) -> dict[str, Any]:
-        """Serving figures since start: batch-size histogram, model time per batch, queue wait, GPU memory."""
+        """Serving figures since this process started (a restarted replica starts again from zero):
+        batch-size histogram, model time per batch, queue wait, GPU memory; `restarted` is True when
+        Ray restarted this replica after its process died."""
         return {
             "replica": self.replica_index,
+            "pid": os.getpid(),
+            "restarted": bool(ray.get_runtime_context().was_current_actor_reconstructed),
             "load_s": self.load_s,
             "batches": sum(self._batch_sizes.values()),
             "requests": len(self._queue_s),

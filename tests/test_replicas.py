@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,11 +19,13 @@ from tests.conftest import small_spec
 IDENTITY = ("episode_id", "success", "steps", "queries", "final_state", "error")
 
 
-def serving_spec(workers: int, replicas: int, deterministic: bool = True, trials: int = 2) -> dict:
+def serving_spec(workers: int, replicas: int, deterministic: bool = True, max_wait_ms: float = 20.0) -> dict:
+    """2 episodes of 4 steps, 2 chunks of 2 steps each; max_wait_ms changes when batches are cut,
+    never a deterministic run's results (it is not part of the spec's identity)."""
     return small_spec(
-        env={**small_spec()["env"], "render_cameras": True, "trials": trials, "max_steps": 8},
+        env={**small_spec()["env"], "render_cameras": True, "trials": 2, "max_steps": 4},
         policy={"name": "cosmos", "config": "tiny", "open_loop_steps": 2, "device": "cpu"},
-        serving={"replicas": replicas, "max_batch": 2, "max_wait_ms": 2000.0, "deterministic": deterministic,
+        serving={"replicas": replicas, "max_batch": 2, "max_wait_ms": max_wait_ms, "deterministic": deterministic,
                  "cpus_per_replica": 0.25},
         run={"workers": workers, "cpus_per_worker": 0.5},
     )
@@ -30,27 +36,67 @@ def identity(out) -> list[tuple[str, ...]]:
         return sorted(tuple(r[k] for k in IDENTITY) for r in csv.DictReader(f))
 
 
-def test_replicas_batch_requests_and_results_do_not_depend_on_worker_or_replica_count(ray_cluster, tmp_path):
-    one = run(spec_from_dict(serving_spec(workers=1, replicas=1)), tmp_path / "one", progress=False)
-    two = run(spec_from_dict(serving_spec(workers=2, replicas=2)), tmp_path / "two", progress=False)
-    assert one["overall"]["episodes"] == two["overall"]["episodes"] == 2
-    assert one["overall"]["errors"] == 0 and two["overall"]["errors"] == 0
-    assert identity(tmp_path / "one") == identity(tmp_path / "two")
-    assert all(r[2] == "8" and r[3] == "4" for r in identity(tmp_path / "one")), "4 chunks of 2 steps each"
-    replicas = one["figures"]["replicas"]
-    assert len(replicas) == 1 and replicas[0]["requests"] == 8
+@pytest.fixture(scope="module")
+def undisturbed(ray_cluster, tmp_path_factory):
+    """One worker, one replica, deterministic: the reference the other runs must reproduce."""
+    out = tmp_path_factory.mktemp("undisturbed")
+    summary = run(spec_from_dict(serving_spec(workers=1, replicas=1)), out, progress=False)
+    assert summary["overall"]["episodes"] == 2 and summary["overall"]["errors"] == 0
+    assert all(r[2] == "4" and r[3] == "2" for r in identity(out)), "2 chunks of 2 steps each"
+    assert summary["figures"]["replicas"][0]["requests"] == 4
+    return out
+
+
+def test_results_do_not_depend_on_worker_or_replica_count(undisturbed, tmp_path):
+    two = run(spec_from_dict(serving_spec(workers=2, replicas=2)), tmp_path, progress=False)
+    assert two["overall"]["errors"] == 0
+    assert identity(tmp_path) == identity(undisturbed)
     assert len(two["figures"]["replicas"]) == 2
-    assert sum(r["requests"] for r in two["figures"]["replicas"]) == 8
+    assert sum(r["requests"] for r in two["figures"]["replicas"]) == 4
 
 
 def test_batches_form_when_workers_ask_together(ray_cluster, tmp_path):
-    summary = run(spec_from_dict(serving_spec(workers=2, replicas=1, deterministic=False)), tmp_path,
-                  progress=False)
+    summary = run(spec_from_dict(serving_spec(workers=2, replicas=1, deterministic=False, max_wait_ms=2000.0)),
+                  tmp_path, progress=False)
     histogram = summary["figures"]["replicas"][0]["batch_size_histogram"]
     assert any(int(size) > 1 for size in histogram), histogram
     assert summary["figures"]["this_invocation"]["chunks_per_s"] > 0
     with (tmp_path / "episodes.csv").open() as f:
         assert all(float(r["model_s"]) > 0 for r in csv.DictReader(f)), "per-request model time is recorded"
+
+
+def test_a_replica_killed_with_a_request_pending_restarts_and_the_run_matches_an_undisturbed_one(
+        undisturbed, ray_cluster, tmp_path, monkeypatch):
+    import robofleet.platform.runner as runner
+
+    ray = ray_cluster
+    handles: list = []
+    start = runner.start_replicas
+    monkeypatch.setattr(runner, "start_replicas", lambda spec: handles.extend(start(spec)) or list(handles))
+    # A batch waits up to 1 s for a batch-mate that never comes (one worker): a wide window to kill in.
+    spec = spec_from_dict(serving_spec(workers=1, replicas=1, max_wait_ms=1000.0))
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(run(spec, tmp_path, progress=False)))
+    thread.start()
+    deadline = time.monotonic() + 180
+    while not handles:
+        assert time.monotonic() < deadline and thread.is_alive(), "the replica started"
+        time.sleep(0.05)
+    replica = handles[0]
+    victim = ray.get(replica.ready.remote())["pid"]
+    while ray.get(replica.pending.remote()) == 0:
+        assert time.monotonic() < deadline and thread.is_alive(), "a request reached the replica"
+        time.sleep(0.02)
+    served_before = ray.get(replica.stats.remote())["requests"]
+    os.kill(victim, signal.SIGKILL)
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+
+    assert identity(tmp_path) == identity(undisturbed), "same episodes, same results, none twice"
+    stats = result["figures"]["replicas"][0]
+    assert stats["restarted"] and stats["pid"] != victim
+    assert stats["requests"] == 4 - served_before, "the pending request was answered by the restarted replica"
+    assert result["overall"]["errors"] == 0
 
 
 def test_padded_batches_make_a_request_independent_of_its_batch_mates(ray_cluster):
