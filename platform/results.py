@@ -54,7 +54,24 @@ class RunStore:
                     f"--out {self.root} holds results of a different spec (spec hash {previous.identity_hash()} "
                     f"!= {spec.identity_hash()}); use a new --out directory to keep both"
                 )
-        spec_path.write_text(dump_spec_toml(spec))
+        _write_atomically(spec_path, dump_spec_toml(spec))  # a driver killed mid-write leaves the old one
+        self._repair_tail()
+
+    def _repair_tail(self) -> None:
+        """Drop what a driver killed inside `append` can leave: an empty file (killed before the header
+        reached the disk) or a last line without its newline (a torn row; that episode runs again)."""
+        if not self.episodes_path.exists():
+            return
+        data = self.episodes_path.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        keep = data[: data.rfind(b"\n") + 1]
+        if keep:
+            with self.episodes_path.open("r+b") as f:
+                f.truncate(len(keep))
+                os.fsync(f.fileno())
+        else:
+            self.episodes_path.unlink()
 
     def finished_ids(self) -> set[str]:
         """episode_ids already recorded (successes, failures and errors alike)."""
@@ -71,7 +88,7 @@ class RunStore:
         unknown = set(row) - set(EPISODE_COLUMNS)
         if unknown:
             raise ValueError(f"unknown episode columns {sorted(unknown)}")
-        new_file = not self.episodes_path.exists()
+        new_file = not self.episodes_path.exists() or self.episodes_path.stat().st_size == 0
         with self.episodes_path.open("a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS)
             if new_file:
@@ -91,6 +108,12 @@ class RunStore:
         path = self.root / name
         path.write_text(text)
         return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _cell(value: Any) -> Any:
