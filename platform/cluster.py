@@ -9,12 +9,17 @@ import ray
 log = logging.getLogger(__name__)
 
 # Every actor inherits these: headless rendering, and the LIBERO config so nothing prompts.
-WORKER_ENV_VARS = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "LIBERO_CONFIG_PATH", "MUJOCO_EGL_DEVICE_ID")
+WORKER_ENV_VARS = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "LIBERO_CONFIG_PATH", "MUJOCO_EGL_DEVICE_ID", "MALLOC_ARENA_MAX")
 
 
 def worker_env() -> dict[str, str]:
     env = {k: os.environ[k] for k in WORKER_ENV_VARS if k in os.environ}
     env.setdefault("MUJOCO_GL", "egl")
+    # Ray workers are multi-threaded, so glibc gives them up to 8 x cores malloc arenas; every LIBERO
+    # simulator rebuild (a new task) then left ~100-200 MB of fragmented arenas behind (an env worker
+    # grew 950 -> 1930 MB over 10 tasks; with 2 arenas it stays at ~1.2 GB: benchmarks/load_test.py,
+    # RELIABILITY.md). Export MALLOC_ARENA_MAX to choose otherwise.
+    env.setdefault("MALLOC_ARENA_MAX", "2")
     return env
 
 
