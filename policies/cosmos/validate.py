@@ -2,10 +2,10 @@
 
 Two stages (policies/registry.py calls both through `validate_cosmos(spec, check_files)`):
 
-- always (spec validation, no file system, no torch): the options themselves (factory.parse_options),
-  and what they need from the rest of the spec: rendered cameras, and policy replicas for env families
-  whose workers have no torch.
-- `check_files=True` (the runner, just before it starts Ray): the checkpoint directory (or the HF
+- always (spec validation, no file system, no torch): the options themselves (factory.parse_options)
+  and rendered cameras.
+- `check_files=True` (the runner, just before it starts Ray): policy replicas for env families whose
+  workers have no torch; the checkpoint directory (or the HF
   cache entry of a repo id) holds one weights file, a statistics JSON with the keys inference needs,
   and T5 embeddings; a pickle is refused without `trust_pickle`; our safetensors embeddings are read
   by their header only and must hold every instruction of the spec's tasks; the weights' keys and
@@ -41,11 +41,14 @@ def validate_cosmos(spec: RunSpec, check_files: bool) -> None:
     opts = _options(spec)
     if not spec.env.render_cameras:
         raise SpecError("env.render_cameras", "policy 'cosmos' reads camera images: set env.render_cameras = true")
+    if not check_files:
+        return
+    # On the driver only: a spec without replicas is still a valid spec (an env worker in the family's
+    # own environment explains the same thing, envs/worker.py), but the driver can say it before Ray.
     if _workers_lack_torch(spec.env.family) and spec.serving.replicas < 1:
         raise SpecError("serving.replicas", f"env workers of family {spec.env.family!r} run without torch: serve "
                                             "cosmos from policy replicas ([serving] replicas = 1 or more)")
-    if check_files:
-        check_cosmos_files(spec, opts)
+    check_cosmos_files(spec, opts)
 
 
 def _options(spec: RunSpec) -> CosmosOptions:
