@@ -118,6 +118,35 @@ def validate_scripted(spec: RunSpec, check_files: bool) -> None:
                                          f"it supports {', '.join(supported)}: set env.tasks = {list(supported)} or "
                                          "choose another policy")
     validate_by_building(spec, check_files)
+    if check_files and family == "libero":
+        _check_libero_goal_predicates(spec)
+
+
+def _check_libero_goal_predicates(spec: RunSpec) -> None:
+    """The LIBERO expert picks and places (goal predicates On / In): a task whose goal has another
+    predicate (Open, TurnOn, ...) would only give error rows. Read from the tasks' BDDL files on the
+    driver (the expert's finer limits, e.g. fixture targets, still show at predict time)."""
+    import os
+
+    from robofleet.envs.libero_setup import prepare_libero
+    from robofleet.policies.scripted import SUPPORTED_PREDICATES
+
+    prepare_libero()
+    from libero.libero import benchmark, get_libero_path  # noqa: PLC0415 - after prepare_libero()
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    suite = benchmark.get_benchmark_dict()[spec.env.suite]()
+    refused = []
+    for task_id in spec.env.tasks:
+        task = suite.get_task(task_id)
+        problem = robosuite_parse_problem(os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file))
+        other = [" ".join(map(str, g)) for g in problem["goal_state"] if str(g[0]).lower() not in SUPPORTED_PREDICATES]
+        if other:
+            refused.append(f"{task_id} ({task.name}: ({'), ('.join(other)}))")
+    if refused:
+        raise SpecError("env.tasks", f"policy 'scripted' picks and places ({' / '.join(SUPPORTED_PREDICATES)} goals); "
+                                     f"{spec.env.suite} task(s) {'; '.join(refused)} need other skills: drop them "
+                                     "from env.tasks or choose another policy")
 
 
 def validate_noisy(spec: RunSpec, check_files: bool) -> None:

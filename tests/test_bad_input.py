@@ -85,6 +85,15 @@ def test_scripted_on_a_robosuite_task_other_than_lift_names_the_task_and_the_sup
     assert "env.tasks: policy 'scripted' has no expert for robosuite task(s) Stack; it supports Lift" in err
 
 
+def test_scripted_on_a_libero_task_that_is_not_pick_and_place_names_the_goal(no_ray, tmp_path, capsys):
+    doc = {**small_spec(), "env": {**small_spec()["env"], "suite": "libero_goal", "tasks": [0, 8]},
+           "policy": {"name": "scripted"}}
+    code, err = robofleet_run(tmp_path, capsys, doc)
+    assert code == 2
+    assert "env.tasks: policy 'scripted' picks and places (on / in goals); libero_goal task(s) 0 " in err
+    assert "(open wooden_cabinet_1_middle_region)" in err and "8 (" not in err
+
+
 def test_cosmos_on_a_torch_free_family_needs_replicas(no_ray, tmp_path, capsys):
     doc = {**small_spec(), "env": {"family": "robosuite", "tasks": ["Lift"], "trials": 1},
            "policy": {"name": "cosmos", "config": "tiny"}}
