@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--eager", action="store_true", help="robofleet side on the eager path too (as before issue 9)")
     parser.add_argument("--compile", default="auto", help="robofleet side's cosmos `compile` option")
-    parser.add_argument("--compile-mode", default="default", help="robofleet side's cosmos `compile_mode` option")
+    parser.add_argument("--compile-mode", default="auto", help="robofleet side's cosmos `compile_mode` option")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
