@@ -41,8 +41,13 @@ def _unwrap(exc: RayTaskError) -> BaseException:
     return cause if isinstance(cause, RobofleetError) else exc
 
 
-def check_resources(spec: RunSpec, n_workers: int) -> None:
-    """Fail early (instead of waiting forever) when replicas + workers cannot fit the cluster."""
+def check_resources(spec: RunSpec, n_workers: int) -> int:
+    """Fail early (instead of waiting forever) when replicas + workers cannot fit the cluster.
+
+    Returns how many env workers to start: `n_workers`, or as many as the cluster's free CPUs hold
+    (workers are all set up before the first episode, so more would wait forever; per-episode
+    results do not depend on the worker count).
+    """
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     s = spec.serving
@@ -56,8 +61,11 @@ def check_resources(spec: RunSpec, n_workers: int) -> None:
             f"{s.replicas} replicas x {s.cpus_per_replica:g} CPUs leave {max(free, 0):g} of the cluster's {cpus:g} CPUs; "
             f"an env worker needs {spec.run.cpus_per_worker:g} (lower serving.cpus_per_replica or run.cpus_per_worker)")
     if free < n_workers * spec.run.cpus_per_worker:
-        log.warning("only %d of %d env workers fit at once (%g CPUs free for workers)",
-                    int(free // spec.run.cpus_per_worker), n_workers, free)
+        fit = int(free // spec.run.cpus_per_worker)
+        log.warning("only %d of %d env workers fit (%g CPUs free for workers at %g each): starting %d",
+                    fit, n_workers, free, spec.run.cpus_per_worker, fit)
+        return fit
+    return n_workers
 
 
 def validate_before_ray(spec: RunSpec) -> None:
@@ -185,10 +193,10 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
         started_cluster = connect(address)
         replicas: list[Any] = []
         try:
-            check_resources(spec, min(spec.run.workers, len(todo)))
+            n_workers = check_resources(spec, min(spec.run.workers, len(todo)))
             replicas = start_replicas(spec) if spec.serving.replicas else []
             worker_packages, episodes_wall_s = _schedule(spec, store, todo, len(episodes) - len(todo),
-                                                         len(episodes), videos, progress, replicas)
+                                                         len(episodes), videos, progress, replicas, n_workers)
             serving = ray.get([r.stats.remote() for r in replicas])
         finally:
             for r in replicas:
@@ -206,10 +214,9 @@ def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: in
 
 
 def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: int, total: int,
-              videos: int, progress: bool, replicas: list[Any]) -> tuple[list[dict[str, Any]], float]:
-    """Run `todo` over the workers; returns the workers' package versions and the seconds from the
-    first episode scheduled to the last one recorded (start-up excluded)."""
-    n_workers = min(spec.run.workers, len(todo))
+              videos: int, progress: bool, replicas: list[Any], n_workers: int) -> tuple[list[dict[str, Any]], float]:
+    """Run `todo` over `n_workers` workers; returns the workers' package versions and the seconds from
+    the first episode scheduled to the last one recorded (start-up excluded)."""
     pool = _WorkerPool(spec, n_workers, replicas)
     first_submit = time.perf_counter()  # after workers and replicas are up: the steady-state clock
     queue = list(reversed(todo))  # pop() from the end keeps the planned order

@@ -96,3 +96,15 @@ def test_videos_show_predicted_future_beside_the_real_frames(ray_cluster, tmp_pa
     frames = imageio.mimread(tmp_path / "videos" / "libero_object_task00_trial000.mp4")
     assert len(frames) == 5  # the settled start + 4 steps
     assert frames[0].shape == (64 + 4, 64 * 2 * 2, 3)  # colour bar; 2 real cameras | 2 predicted
+
+
+def test_more_workers_than_the_cluster_holds_runs_on_those_that_fit(ray_cluster, tmp_path, caplog):
+    """Workers are all set up before the first episode: asking for more than the CPUs hold must not
+    wait forever (the 2-CPU test cluster holds 2 one-CPU workers, not 5)."""
+    env = {**small_spec()["env"], "trials": 3, "max_steps": 2}
+    spec = spec_from_dict(small_spec(env=env, run={"workers": 5}))
+    with caplog.at_level("WARNING", logger="robofleet.platform.runner"):
+        summary = run(spec, tmp_path, progress=False)
+    assert summary["overall"]["episodes"] == 3
+    assert "only 2 of 3 env workers fit" in caplog.text
+    assert len({row["worker"] for row in csv.DictReader((tmp_path / "episodes.csv").open())}) <= 2
