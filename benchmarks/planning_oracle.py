@@ -27,7 +27,8 @@ prints the predicted wall time of the same settings at `--predict-trials` trials
 and that machine's measured no-camera step rates (DEVICE_* below).
 
 Defaults: tasks where noisy(scripted, 0.3) direct succeeds 20-50% of the time (10-trial and 4-trial
-probes); libero_object task 0 is left out (the expert fails it after hard resets). Segments of 8 steps
+probes); libero_object task 0 was left out after a failing probe that was not investigated (the
+noiseless expert solves it 50/50 with hard resets, BENCHMARKS.md). Segments of 8 steps
 (`--extend-steps 7`): measured on libero_object tasks 1-4, 10 trials, that planned 95% against 38%
 direct. Longer segments are cheaper but plan worse: with 32-step segments (`--extend-steps 31`) two
 of four libero_object task-1 episodes still failed (no 32-step noisy segment makes progress, so every
