@@ -39,3 +39,27 @@ class Policy(Protocol):
 
     def reset(self) -> None:
         """Forget per-episode memory (scripted phase machines etc.). Called at every episode start."""
+
+
+class StepwiseExpert:
+    """Base of the scripted experts: one action per observation from `plan`, as chunks of one action.
+
+    Subclasses implement plan(obs) -> (action float32 (d_act,), JSON-able stats). Seeds are ignored
+    and no per-episode state is kept.
+    """
+
+    chunk_size = 1
+
+    def plan(self, obs: Observation) -> tuple[np.ndarray, Mapping[str, Any]]:
+        raise NotImplementedError
+
+    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
+        """observations[i] -> Prediction with actions (1, d_act) float32; seeds are ignored."""
+        predictions = []
+        for obs in observations:
+            action, stats = self.plan(obs)
+            predictions.append(Prediction(actions=action[None, :], stats=stats))
+        return predictions
+
+    def reset(self) -> None:
+        """Nothing to forget: the expert keeps no per-episode state."""

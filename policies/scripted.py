@@ -51,7 +51,7 @@ from scipy.spatial.transform import Rotation
 
 from robofleet.envs.contract import Observation
 from robofleet.platform.errors import RobofleetError, SpecError
-from robofleet.policies.contract import Prediction
+from robofleet.policies.contract import StepwiseExpert
 from robofleet.policies.scripted_kinematics import MAX_REACH, base_position, eef_velocity, reach
 from robofleet.policies.scripted_shapes import Shape, region_box, region_of, shape_of
 
@@ -515,24 +515,14 @@ def plan_step(obs: Observation, cfg: ScriptedConfig) -> tuple[np.ndarray, dict[s
     return to_action(cmd, priv, cfg), {"phase": cmd.phase, "predicate": active}
 
 
-class ScriptedExpert:
-    """The privileged LIBERO pick-and-place expert behind the Policy contract (chunk_size 1)."""
-
-    chunk_size = 1
+class ScriptedExpert(StepwiseExpert):
+    """The privileged LIBERO pick-and-place expert behind the Policy contract (chunks of one action)."""
 
     def __init__(self, config: ScriptedConfig):
         self.config = config
 
-    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
-        """observations[i] -> Prediction with actions (1, 7) float32; seeds are ignored."""
-        predictions = []
-        for obs in observations:
-            action, stats = plan_step(obs, self.config)
-            predictions.append(Prediction(actions=action[None, :], stats=stats))
-        return predictions
-
-    def reset(self) -> None:
-        """Nothing to forget: the expert keeps no per-episode state."""
+    def plan(self, obs: Observation) -> tuple[np.ndarray, dict[str, Any]]:
+        return plan_step(obs, self.config)
 
 
 def make_scripted(options: Mapping[str, Any], env_family: str) -> ScriptedExpert:

@@ -30,13 +30,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from robofleet.envs.contract import Observation
 from robofleet.platform.errors import RobofleetError, SpecError
-from robofleet.policies.contract import Prediction
+from robofleet.policies.contract import StepwiseExpert
 
 ACTION_DIM = 7
 OPEN, CLOSE = -1.0, 1.0
@@ -125,24 +125,14 @@ def plan_step(obs: Observation, config: LiftConfig) -> tuple[np.ndarray, dict[st
     return action, {"phase": phase}
 
 
-class ScriptedLift:
+class ScriptedLift(StepwiseExpert):
     """The scripted Lift expert as a Policy: chunks of one action."""
-
-    chunk_size = 1
 
     def __init__(self, config: LiftConfig):
         self.config = config
 
-    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
-        """observations[i] -> Prediction with actions (1, 7) float32; seeds are ignored."""
-        predictions = []
-        for obs in observations:
-            action, stats = plan_step(obs, self.config)
-            predictions.append(Prediction(actions=action[None, :], stats=stats))
-        return predictions
-
-    def reset(self) -> None:
-        """Nothing to forget: the expert keeps no per-episode state."""
+    def plan(self, obs: Observation) -> tuple[np.ndarray, dict[str, Any]]:
+        return plan_step(obs, self.config)
 
 
 def make_scripted_lift(options: Mapping[str, Any], env_family: str) -> ScriptedLift:
