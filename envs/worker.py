@@ -25,38 +25,22 @@ class PolicyEnvironmentError(RobofleetError):
 
 def make_env(spec: RunSpec):
     """The simulator for a spec's env family."""
-    if spec.env.family == "libero":
+    env = spec.env
+    common = {"suite": env.suite, "image_size": env.image_size, "render_cameras": env.render_cameras,
+              "max_steps": env.max_steps}
+    if env.family == "libero":
         from robofleet.envs.libero import LiberoEnv
 
-        return LiberoEnv(
-            suite=spec.env.suite,
-            image_size=spec.env.image_size,
-            render_cameras=spec.env.render_cameras,
-            hard_reset=spec.env.reset == "hard",
-            max_steps=spec.env.max_steps,
-        )
-    if spec.env.family == "robosuite":
+        return LiberoEnv(**common, hard_reset=env.reset == "hard")
+    if env.family == "robosuite":
         from robofleet.envs.robosuite15 import RobosuiteEnv
 
-        return RobosuiteEnv(
-            suite=spec.env.suite,
-            image_size=spec.env.image_size,
-            render_cameras=spec.env.render_cameras,
-            cameras=spec.env.cameras,
-            hard_reset=spec.env.reset == "hard",
-            max_steps=spec.env.max_steps,
-        )
-    if spec.env.family == "robocasa":
+        return RobosuiteEnv(**common, cameras=env.cameras, hard_reset=env.reset == "hard")
+    if env.family == "robocasa":
         from robofleet.envs.robocasa import RoboCasaEnv
 
-        return RoboCasaEnv(
-            suite=spec.env.suite,
-            image_size=spec.env.image_size,
-            render_cameras=spec.env.render_cameras,
-            cameras=spec.env.cameras,
-            max_steps=spec.env.max_steps,
-        )
-    raise KeyError(spec.env.family)
+        return RoboCasaEnv(**common, cameras=env.cameras)
+    raise KeyError(env.family)
 
 
 def family_versions(family: str) -> dict[str, str | None]:
