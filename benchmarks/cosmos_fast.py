@@ -70,35 +70,15 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> list[flo
     return seconds
 
 
-def dit_inputs(policy: CosmosPolicy, batch: int) -> tuple[torch.Tensor, ...]:
-    """Random DiT inputs of one batch: x_in, c_noise, condition, text."""
-    device = policy.network.device
-    generator = torch.Generator().manual_seed(batch)
-    frames = policy.layout.num_frames
-    x_in = torch.randn((batch, *policy.latent_shape), generator=generator).to(device)
-    text = torch.randn((batch, *policy.embeddings.shape[-2:]), generator=generator).to(device)
-    condition = torch.tensor(policy.layout.conditioning_mask(Mode.POLICY)).float().to(device).expand(batch, frames)
-    return x_in, (1 - condition) * 0.5, condition, text
-
-
 def dit_flops(policy: CosmosPolicy) -> float:
     """FLOPs of one sample-forward of the DiT (matmuls + attention), counted by torch at batch 1."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    inputs = dit_inputs(policy, 1)
+    inputs = policy.network.transformer_inputs(*policy.random_dit_inputs(1))
     with counter, torch.no_grad():
-        policy.network.transformer(**_transformer_kwargs(policy, *inputs))  # the eager (uncompiled) DiT
+        policy.network.transformer(**inputs)  # the eager (uncompiled) DiT
     return float(counter.get_total_flops())
-
-
-def _transformer_kwargs(policy: CosmosPolicy, x_in, c_noise, condition, text) -> dict[str, Any]:
-    network = policy.network
-    batch, _, frames, height, width = x_in.shape
-    mask = condition.view(batch, 1, frames, 1, 1).expand(batch, 1, frames, height, width)
-    hidden = torch.cat([x_in, mask, torch.zeros_like(mask)], dim=1).to(network.dtype)
-    return {"hidden_states": hidden, "timestep": c_noise.view(batch, 1, frames, 1, 1).to(network.dtype),
-            "encoder_hidden_states": text.to(network.dtype), "fps": None, "return_dict": False}
 
 
 def sdpa_backends(device: torch.device, dtype: torch.dtype, batch: int, tokens: int, heads: int, head_dim: int) -> dict[str, Any]:
@@ -146,7 +126,7 @@ def measure_variant(policy: CosmosPolicy, args: argparse.Namespace, flops: float
     device = policy.network.device
     row: dict[str, Any] = {"dit": [], "queries": []}
     for batch in args.dit_batches:
-        inputs = dit_inputs(policy, batch)
+        inputs = policy.random_dit_inputs(batch)
         seconds = timed(lambda: policy.network(*inputs), device, args.repeats + 2)[2:]
         median = statistics.median(seconds)
         row["dit"].append({"batch": batch, "ms": median * 1e3, "samples_per_s": batch / median,

@@ -59,11 +59,20 @@ class PrefixCachedEncoder:
             raise ValueError(f"latent_frames {latent_frames} must exceed the constant prefix {self.prefix_latents}")
         prefix_out, cache = self._prefix_state(video)
         features = list(cache)  # the encoder assigns new tensors into its cache list, never writes into them
-        outputs = [prefix_out]
-        for chunk in range(self.prefix_latents, latent_frames):
-            start = pixel_frames(chunk)  # chunk i >= 1 covers pixel frames [1 + 4 (i - 1), 1 + 4 i)
-            outputs.append(self.vae.encoder(video[:, :, start : start + VAE_TEMPORAL_FACTOR], feat_cache=features, feat_idx=[0]))
+        outputs = [prefix_out, *self._run_chunks(video, range(self.prefix_latents, latent_frames), features)]
         return self.vae.quant_conv(torch.cat(outputs, dim=2))
+
+    def _run_chunks(self, video: torch.Tensor, chunks: range, features: list[Any]) -> list[torch.Tensor]:
+        """Encoder outputs of the given chunks, in order, carrying the causal cache in `features`.
+
+        Chunk 0 is pixel frame 0 alone; chunk i >= 1 covers pixel frames [1 + 4 (i - 1), 1 + 4 i).
+        """
+        outputs = []
+        for chunk in chunks:
+            start = pixel_frames(chunk)
+            frames = video[:, :, :1] if chunk == 0 else video[:, :, start : start + VAE_TEMPORAL_FACTOR]
+            outputs.append(self.vae.encoder(frames, feat_cache=features, feat_idx=[0]))
+        return outputs
 
     def _prefix_state(self, video: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
         batch, channels, _, height, width = video.shape
@@ -72,11 +81,7 @@ class PrefixCachedEncoder:
             black = torch.full((batch, channels, pixel_frames(self.prefix_latents), height, width), -1.0,
                                dtype=video.dtype, device=video.device)
             features: list[Any] = [None] * self.vae._cached_conv_counts["encoder"]
-            outputs = []
-            for chunk in range(self.prefix_latents):
-                start = pixel_frames(chunk)
-                frames = black[:, :, :1] if chunk == 0 else black[:, :, start : start + VAE_TEMPORAL_FACTOR]
-                outputs.append(self.vae.encoder(frames, feat_cache=features, feat_idx=[0]))
+            outputs = self._run_chunks(black, range(self.prefix_latents), features)
             self._prefix[key] = (torch.cat(outputs, dim=2), features)
             while len(self._prefix) > _CACHED_SHAPES:
                 self._prefix.popitem(last=False)

@@ -55,17 +55,19 @@ def slot_frames(
     current: Sequence[Mapping[str, np.ndarray]],
     future: Sequence[Mapping[str, np.ndarray] | None],
     size: int,
+    count: int | None = None,
 ) -> np.ndarray:
-    """The one picture behind each latent frame, per request.
+    """The one picture behind each of the first `count` (default: all T) latent frames, per request.
 
     current[b]: camera role -> prepared uint8 (size, size, 3) image of request b.
     future[b]: camera role -> prepared image for the future-image slots, or None to start them
         from copies of the current images (the reference's initialisation).
-    Returns uint8 (B, T, size, size, 3); black for blank / proprio / action / value slots.
+    Returns uint8 (B, count, size, size, 3); black for blank / proprio / action / value slots.
     """
-    frames = np.zeros((len(current), layout.num_frames, size, size, 3), dtype=np.uint8)
+    slots = layout.slots[: layout.num_frames if count is None else count]
+    frames = np.zeros((len(current), len(slots), size, size, 3), dtype=np.uint8)
     for b, (now, later) in enumerate(zip(current, future)):
-        for t, slot in enumerate(layout.slots):
+        for t, slot in enumerate(slots):
             if slot.kind is SlotKind.IMAGE:
                 source = later if slot.future and later is not None else now
                 frames[b, t] = source[str(slot.camera)]

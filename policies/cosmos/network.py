@@ -127,18 +127,22 @@ class CosmosNetwork:
         text: (B, L, D) T5 instruction embeddings.
         Returns the raw network output (B, 16, T, h, w) float32 (x0 = c_skip x + c_out output).
         """
+        output = self.transformer(**self.transformer_inputs(x_in, c_noise, condition, text))[0]
+        return output.float()
+
+    def transformer_inputs(self, x_in: torch.Tensor, c_noise: torch.Tensor, condition: torch.Tensor,
+                           text: torch.Tensor) -> dict[str, object]:
+        """The diffusers DiT's keyword arguments for one evaluation (arguments as in __call__)."""
         batch, _, frames, height, width = x_in.shape
         mask = condition.view(batch, 1, frames, 1, 1).expand(batch, 1, frames, height, width)
         padding = torch.zeros_like(mask)  # no padded pixels: the images fill the whole frame
-        hidden = torch.cat([x_in, mask, padding], dim=1).to(self.dtype)
-        output = self.transformer(
-            hidden_states=hidden,
-            timestep=c_noise.view(batch, 1, frames, 1, 1).to(self.dtype),
-            encoder_hidden_states=text.to(device=self.device, dtype=self.dtype),
-            fps=None,
-            return_dict=False,
-        )[0]
-        return output.float()
+        return {
+            "hidden_states": torch.cat([x_in, mask, padding], dim=1).to(self.dtype),
+            "timestep": c_noise.view(batch, 1, frames, 1, 1).to(self.dtype),
+            "encoder_hidden_states": text.to(device=self.device, dtype=self.dtype),
+            "fps": None,
+            "return_dict": False,
+        }
 
 
 def _cast(module: ModuleT, device: torch.device, dtype: torch.dtype) -> ModuleT:

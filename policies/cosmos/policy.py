@@ -109,17 +109,24 @@ class CosmosPolicy:
         batch has that one size.
         """
         began = time.perf_counter()
-        device = self.network.device
-        text_shape = tuple(self.embeddings.shape[-2:])
         for batch in (self.settings.pad_to,) if self.settings.pad_to else (1, 2):
-            generator = torch.Generator().manual_seed(batch)
-            x_in = torch.randn((batch, *self.latent_shape), generator=generator).to(device)
-            text = torch.randn((batch, *text_shape), generator=generator).to(device)
-            condition = torch.zeros((batch, self.layout.num_frames), device=device)
-            self.network(x_in, condition + 0.5, condition, text)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            self.network(*self.random_dit_inputs(batch))
+        if self.network.device.type == "cuda":
+            torch.cuda.synchronize(self.network.device)
         return time.perf_counter() - began
+
+    def random_dit_inputs(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random inputs of one DiT evaluation in policy mode, seeded by `batch` (warm-up, benchmarks).
+
+        Returns x_in (B, 16, T, h, w), c_noise (B, T) (0.5 on generated frames), condition (B, T), text (B, L, D).
+        """
+        device = self.network.device
+        generator = torch.Generator().manual_seed(batch)
+        x_in = torch.randn((batch, *self.latent_shape), generator=generator).to(device)
+        text = torch.randn((batch, *self.embeddings.shape[-2:]), generator=generator).to(device)
+        condition = torch.tensor(self.layout.conditioning_mask(Mode.POLICY), dtype=torch.float32, device=device)
+        condition = condition.expand(batch, self.layout.num_frames)
+        return x_in, (1.0 - condition) * 0.5, condition, text
 
     # -- public queries ------------------------------------------------------------------------
     def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
@@ -286,7 +293,7 @@ class CosmosPolicy:
         with timer.phase("preprocess"):
             current = list(_IMAGE_THREADS.map(self._camera_images, [obs.images for obs in observations]))
             later = [None if images is None else self._camera_images(images) for images in (future_images or [None] * batch)]
-            frames = slot_frames(self.layout, current, later, self.settings.image_size)[:, :needed]
+            frames = slot_frames(self.layout, current, later, self.settings.image_size, count=needed)
             video = frames_to_video(torch.from_numpy(frames).to(self.network.device), self.network.dtype)
             proprio = np.stack([self._check_proprio(obs.proprio) for obs in observations])
         with timer.phase("vae_encode"):
