@@ -1,7 +1,8 @@
 """Policy names whose implementation depends on the env family: one registry name, one factory per family.
 
 - `scripted`: the privileged expert of each family: LIBERO pick-and-place (policies/scripted.py),
-  robosuite's Lift (policies/scripted_lift.py). RoboCasa has none.
+  robosuite's Lift (policies/scripted_lift.py). RoboCasa has none. `validate_scripted` (the
+  registry's validator for `scripted`) refuses other families and tasks on the driver.
 - `cosmos`: Cosmos Policy with the latent layout the family's observations fit. robosuite-1.5 tasks
   use RoboCasa's (11 latent frames: proprio 9, wrist + two third-person cameras, 7-dim actions):
   same simulator generation, proprio and arm action; map their cameras to the layout's roles with
@@ -15,9 +16,12 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from robofleet.platform.errors import SpecError
+
+if TYPE_CHECKING:
+    from robofleet.platform.spec import RunSpec
 
 SCRIPTED: dict[str, str] = {
     "libero": "robofleet.policies.scripted:make_scripted",
@@ -44,3 +48,58 @@ def make_cosmos(options: Mapping[str, Any], env_family: str):
     from robofleet.policies.cosmos.factory import make_cosmos as make
 
     return make(options, COSMOS_LAYOUT.get(env_family, env_family))
+
+
+# Tasks each family's scripted expert solves, where it does not cover the whole family
+# (policies/scripted_lift.py: robosuite's Lift only). LIBERO's expert is checked by goal at predict time.
+SCRIPTED_TASKS: dict[str, tuple[str, ...]] = {"robosuite": ("Lift",)}
+
+
+def validate_scripted(spec: RunSpec, check_files: bool) -> None:
+    """`scripted`: an expert exists for the env family and for every task of the spec; options are valid."""
+    from robofleet.policies.registry import validate_by_building
+
+    family = spec.env.family
+    if family not in SCRIPTED:
+        raise SpecError("policy.name", f"no scripted expert for env family {family!r}; 'scripted' exists for "
+                                       f"{', '.join(SCRIPTED)}")
+    if family in SCRIPTED_TASKS:
+        from robofleet.envs.robosuite_tasks import ROBOSUITE_SUITES
+
+        names = [ROBOSUITE_SUITES[spec.env.suite].tasks[t].name for t in spec.env.tasks]
+        supported = SCRIPTED_TASKS[family]
+        unsupported = [n for n in names if n not in supported]
+        if unsupported:
+            raise SpecError("env.tasks", f"policy 'scripted' has no expert for {family} task(s) {', '.join(unsupported)}; "
+                                         f"it supports {', '.join(supported)}: set env.tasks = {list(supported)} or "
+                                         "choose another policy")
+    validate_by_building(spec, check_files)
+    if check_files and family == "libero":
+        _check_libero_goal_predicates(spec)
+
+
+def _check_libero_goal_predicates(spec: RunSpec) -> None:
+    """The LIBERO expert picks and places (goal predicates On / In): a task whose goal has another
+    predicate (Open, TurnOn, ...) would only give error rows. Read from the tasks' BDDL files on the
+    driver (the expert's finer limits, e.g. fixture targets, still show at predict time)."""
+    import os
+
+    from robofleet.envs.libero_setup import prepare_libero
+    from robofleet.policies.scripted import SUPPORTED_PREDICATES
+
+    prepare_libero()
+    from libero.libero import benchmark, get_libero_path  # noqa: PLC0415 - after prepare_libero()
+    from libero.libero.envs.bddl_utils import robosuite_parse_problem
+
+    suite = benchmark.get_benchmark_dict()[spec.env.suite]()
+    refused = []
+    for task_id in spec.env.tasks:
+        task = suite.get_task(task_id)
+        problem = robosuite_parse_problem(os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file))
+        other = [" ".join(map(str, g)) for g in problem["goal_state"] if str(g[0]).lower() not in SUPPORTED_PREDICATES]
+        if other:
+            refused.append(f"{task_id} ({task.name}: ({'), ('.join(other)}))")
+    if refused:
+        raise SpecError("env.tasks", f"policy 'scripted' picks and places ({' / '.join(SUPPORTED_PREDICATES)} goals); "
+                                     f"{spec.env.suite} task(s) {'; '.join(refused)} need other skills: drop them "
+                                     "from env.tasks or choose another policy")

@@ -13,12 +13,10 @@ attribute.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from robofleet.platform.errors import SpecError
 from robofleet.policies.contract import Policy
 
 if TYPE_CHECKING:
@@ -41,13 +39,10 @@ BUILTIN_POLICIES: dict[str, str] = {
 BUILTIN_VALIDATORS: dict[str, str] = {
     "zero": f"{__name__}:validate_by_building",
     "random": f"{__name__}:validate_by_building",
-    "scripted": f"{__name__}:validate_scripted",
-    "noisy": f"{__name__}:validate_noisy",
+    "scripted": "robofleet.policies.by_family:validate_scripted",
+    "noisy": "robofleet.policies.noisy:validate_noisy",
     "cosmos": "robofleet.policies.cosmos.validate:validate_cosmos",
 }
-# Tasks each family's scripted expert solves, where it does not cover the whole family
-# (policies/scripted_lift.py: robosuite's Lift only). LIBERO's expert is checked by goal at predict time.
-SCRIPTED_TASKS: dict[str, tuple[str, ...]] = {"robosuite": ("Lift",)}
 
 
 def available_policies() -> list[str]:
@@ -97,70 +92,3 @@ def validate_policy(spec: RunSpec, check_files: bool = False) -> None:
 def validate_by_building(spec: RunSpec, check_files: bool) -> None:
     """For policies that are cheap to build (no model, no files): building them validates their options."""
     make_policy(spec.policy.name, spec.policy.options, spec.env.family)
-
-
-def validate_scripted(spec: RunSpec, check_files: bool) -> None:
-    """`scripted`: an expert exists for the env family and for every task of the spec; options are valid."""
-    from robofleet.policies.by_family import SCRIPTED
-
-    family = spec.env.family
-    if family not in SCRIPTED:
-        raise SpecError("policy.name", f"no scripted expert for env family {family!r}; 'scripted' exists for "
-                                       f"{', '.join(SCRIPTED)}")
-    if family in SCRIPTED_TASKS:
-        from robofleet.envs.robosuite_tasks import ROBOSUITE_SUITES
-
-        names = [ROBOSUITE_SUITES[spec.env.suite].tasks[t].name for t in spec.env.tasks]
-        supported = SCRIPTED_TASKS[family]
-        unsupported = [n for n in names if n not in supported]
-        if unsupported:
-            raise SpecError("env.tasks", f"policy 'scripted' has no expert for {family} task(s) {', '.join(unsupported)}; "
-                                         f"it supports {', '.join(supported)}: set env.tasks = {list(supported)} or "
-                                         "choose another policy")
-    validate_by_building(spec, check_files)
-    if check_files and family == "libero":
-        _check_libero_goal_predicates(spec)
-
-
-def _check_libero_goal_predicates(spec: RunSpec) -> None:
-    """The LIBERO expert picks and places (goal predicates On / In): a task whose goal has another
-    predicate (Open, TurnOn, ...) would only give error rows. Read from the tasks' BDDL files on the
-    driver (the expert's finer limits, e.g. fixture targets, still show at predict time)."""
-    import os
-
-    from robofleet.envs.libero_setup import prepare_libero
-    from robofleet.policies.scripted import SUPPORTED_PREDICATES
-
-    prepare_libero()
-    from libero.libero import benchmark, get_libero_path  # noqa: PLC0415 - after prepare_libero()
-    from libero.libero.envs.bddl_utils import robosuite_parse_problem
-
-    suite = benchmark.get_benchmark_dict()[spec.env.suite]()
-    refused = []
-    for task_id in spec.env.tasks:
-        task = suite.get_task(task_id)
-        problem = robosuite_parse_problem(os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file))
-        other = [" ".join(map(str, g)) for g in problem["goal_state"] if str(g[0]).lower() not in SUPPORTED_PREDICATES]
-        if other:
-            refused.append(f"{task_id} ({task.name}: ({'), ('.join(other)}))")
-    if refused:
-        raise SpecError("env.tasks", f"policy 'scripted' picks and places ({' / '.join(SUPPORTED_PREDICATES)} goals); "
-                                     f"{spec.env.suite} task(s) {'; '.join(refused)} need other skills: drop them "
-                                     "from env.tasks or choose another policy")
-
-
-def validate_noisy(spec: RunSpec, check_files: bool) -> None:
-    """`noisy`: its own options, then the wrapped policy's validator on `base_options`."""
-    from robofleet.policies.noisy import NoisyConfig
-    from robofleet.platform.spec import PolicySpec
-
-    config = NoisyConfig.from_options(spec.policy.options)
-    if config.base not in available_policies():
-        raise SpecError("policy.base", f"unknown policy {config.base!r}; allowed: "
-                                       f"{', '.join(n for n in available_policies() if n != 'noisy')}")
-    base = replace(spec, policy=PolicySpec(name=config.base, options=config.base_options))
-    try:
-        validate_policy(base, check_files)
-    except SpecError as exc:  # name the key where the user wrote it
-        key = exc.key if not exc.key.startswith("policy.") else f"policy.base_options.{exc.key[len('policy.'):]}"
-        raise SpecError(key, str(exc).split(": ", 1)[-1]) from exc
