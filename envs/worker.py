@@ -99,7 +99,8 @@ class EnvWorker:
         if self.replicas:
             from robofleet.policies.replica import ReplicaClient
 
-            policy = ReplicaClient(self.replicas, chunk_size=None, worker_index=self.worker_index)
+            preparer = ray.get(self.replicas[0].request_preparer.remote())
+            policy = ReplicaClient(self.replicas, chunk_size=None, worker_index=self.worker_index, preparer=preparer)
         else:
             policy = _make_local_policy(self.spec)
         self.env = make_env(self.spec)

@@ -28,9 +28,26 @@ class Prediction:
     stats: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PreparedObservation(Observation):
+    """An Observation whose per-observation CPU work a client already did (a policy's `request_preparer`).
+
+    images: whatever the preparer produces (Cosmos: camera role -> uint8 (S, S, 3) model input).
+    prepared_by: the preparer (comparable with ==); a policy refuses observations prepared differently.
+    """
+
+    prepared_by: Any = None
+
+
 class Policy(Protocol):
     """A policy. `predict` is batched; each request carries its own seed so that its result never
-    depends on its batch-mates (the seed is derived from the episode id, see platform/seeds.py)."""
+    depends on its batch-mates (the seed is derived from the episode id, see platform/seeds.py).
+
+    A policy may also have `request_preparer`: a picklable, torch-free callable Observation ->
+    PreparedObservation doing the per-observation CPU work (image decoding, resizing). Replica
+    clients run it in the env workers before sending; the policy must give identical results for
+    raw and prepared observations.
+    """
 
     chunk_size: int
 

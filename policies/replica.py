@@ -19,13 +19,13 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import ray
 
 from robofleet.envs.contract import Observation
-from robofleet.policies.contract import Prediction
+from robofleet.policies.contract import Prediction, PreparedObservation
 
 
 @dataclass(eq=False)
@@ -46,7 +46,10 @@ class PolicyReplica:
         from robofleet.policies.registry import make_policy
 
         started = time.perf_counter()
-        self.policy = make_policy(policy_name, options, env_family)
+        # Built, compiled and warmed up on the thread that will run every batch: CUDA-graph trees
+        # are kept per thread, so graphs recorded on another thread would be recorded again.
+        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
+        self.policy = self._model_thread.submit(make_policy, policy_name, options, env_family).result()
         self.load_s = time.perf_counter() - started
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -56,16 +59,20 @@ class PolicyReplica:
         self._in_model = 0  # requests of the batch the model thread is running now
         self._wakeup: asyncio.Event | None = None
         self._loop_task: asyncio.Task | None = None
-        self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self._batch_sizes: Counter[int] = Counter()
         self._model_s: list[float] = []
         self._queue_s: list[float] = []
+        self._prepared_by_clients = 0
 
     async def ready(self) -> dict[str, Any]:
         """Load facts: seconds to build the policy, pid, visible GPUs."""
         return {"load_s": self.load_s, "pid": os.getpid(), "replica": self.replica_index,
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                 "chunk_size": getattr(self.policy, "chunk_size", None)}
+
+    async def request_preparer(self) -> Any:
+        """The policy's per-observation CPU work for clients to run (None if it has none)."""
+        return getattr(self.policy, "request_preparer", None)
 
     async def predict(self, obs: Observation, seed: int) -> Prediction:
         """One policy request; resolved when its batch has run. Stats: queue_s, model_s, batch_size, replica."""
@@ -85,6 +92,7 @@ class PolicyReplica:
             self._wakeup = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
         future = asyncio.get_running_loop().create_future()
+        self._prepared_by_clients += isinstance(args[0], PreparedObservation)
         self._queue.append(_Request(kind, args, int(seed), future, time.perf_counter()))
         self._wakeup.set()
         return await future
@@ -162,6 +170,7 @@ class PolicyReplica:
             "load_s": self.load_s,
             "batches": sum(self._batch_sizes.values()),
             "requests": len(self._queue_s),
+            "requests_prepared_by_clients": self._prepared_by_clients,
             "batch_size_histogram": {str(k): v for k, v in sorted(self._batch_sizes.items())},
             "model_s_per_batch_mean": float(np.mean(self._model_s)) if self._model_s else 0.0,
             "model_s_total": float(np.sum(self._model_s)),
@@ -196,25 +205,42 @@ class ReplicaClient:
     awaited (a batch of N proposals spreads over the replicas at once); which replica serves a
     request never changes its result in deterministic mode. A request whose replica died is retried
     on the next one (Ray also restarts the replica and retries its calls).
+
+    preparer: the policy's `request_preparer` (from `PolicyReplica.request_preparer`), run here on
+    every observation before it is sent, so that the replica's process only feeds its GPU.
     """
 
-    def __init__(self, replicas: list[Any], chunk_size: int | None, worker_index: int = 0):
+    def __init__(self, replicas: list[Any], chunk_size: int | None, worker_index: int = 0,
+                 preparer: Callable[[Observation], Observation] | None = None):
         if not replicas:
             raise ValueError("ReplicaClient needs at least one replica")
         self.replicas = replicas
         self.chunk_size = chunk_size
+        self.preparer = preparer
         self._next = worker_index % len(replicas)
 
     def predict(self, observations: list[Observation], seeds: list[int]) -> list[Prediction]:
-        return self._fan_out("predict", list(zip(observations)), seeds, {})
+        return self._fan_out("predict", list(zip(self._prepare(observations))), seeds, {})
 
     def imagine(self, observations: list[Observation], actions: list[np.ndarray], seeds: list[int],
                 num_steps: int | None = None) -> list[Any]:
-        return self._fan_out("imagine", list(zip(observations, actions)), seeds, {"num_steps": num_steps})
+        args = list(zip(self._prepare(observations), actions))
+        return self._fan_out("imagine", args, seeds, {"num_steps": num_steps})
 
     def value(self, observations: list[Observation], actions: list[np.ndarray], futures: list[Any],
               seeds: list[int], num_steps: int | None = None) -> list[Any]:
-        return self._fan_out("value", list(zip(observations, actions, futures)), seeds, {"num_steps": num_steps})
+        args = list(zip(self._prepare(observations), actions, futures))
+        return self._fan_out("value", args, seeds, {"num_steps": num_steps})
+
+    def _prepare(self, observations: list[Observation]) -> list[Observation]:
+        """Each distinct observation prepared once (best-of-N sends one observation N times)."""
+        if self.preparer is None:
+            return list(observations)
+        prepared: dict[int, Observation] = {}
+        for obs in observations:
+            if id(obs) not in prepared:
+                prepared[id(obs)] = self.preparer(obs)
+        return [prepared[id(obs)] for obs in observations]
 
     def _fan_out(self, method: str, args: list[tuple], seeds: list[int], kwargs: dict[str, Any]) -> list[Any]:
         sent = []

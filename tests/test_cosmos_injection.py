@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from robofleet.policies.cosmos.images import frames_to_video, pixel_frame, prepare_image, slot_frames
+from robofleet.policies.cosmos.camera import prepare_image
+from robofleet.policies.cosmos.images import frames_to_video, pixel_frame, slot_frames
 from robofleet.policies.cosmos.injection import average_copies, normalize, read_value, tile_into_frame, unnormalize
 from robofleet.policies.cosmos.layout import ACTION, ALOHA, LAYOUTS, LIBERO, ROBOCASA, VALUE, Mode, SlotKind
 

@@ -101,6 +101,20 @@ def test_camera_images_of_any_size_are_resized_by_the_policy(policy):
     assert [p.actions.shape for p in predictions] == [(16, 7), (16, 7)]
 
 
+def test_observations_prepared_by_a_client_give_the_same_result_and_foreign_ones_are_refused(policy):
+    import pickle
+
+    raw = [_observation(0, size=(100, 60)), _observation(1)]
+    preparer = pickle.loads(pickle.dumps(policy.request_preparer))  # as an env worker receives it
+    prepared = [preparer(obs) for obs in raw]
+    assert all(image.shape == (32, 32, 3) for image in prepared[0].images.values())
+    for a, b in zip(policy.predict(raw, [4, 5]), policy.predict(prepared, [4, 5])):
+        assert np.array_equal(a.actions, b.actions) and a.value == b.value
+    other = policy.with_settings(jpeg_roundtrip=False)
+    with pytest.raises(ValueError, match="prepared by"):
+        other.predict(prepared[:1], [4])
+
+
 def test_imagine_conditions_on_the_given_actions(policy):
     observation = _observation(0)
     chunk = np.zeros((16, 7), np.float32)

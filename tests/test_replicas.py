@@ -44,6 +44,7 @@ def undisturbed(ray_cluster, tmp_path_factory):
     assert summary["overall"]["episodes"] == 2 and summary["overall"]["errors"] == 0
     assert all(r[2] == "4" and r[3] == "2" for r in identity(out)), "2 chunks of 2 steps each"
     assert summary["figures"]["replicas"][0]["requests"] == 4
+    assert summary["figures"]["replicas"][0]["requests_prepared_by_clients"] == 4, "workers prepare the images"
     return out
 
 
@@ -119,6 +120,9 @@ def test_padded_batches_make_a_request_independent_of_its_batch_mates(ray_cluste
     assert together[0].stats["batch_size"] == 3 and alone.stats["batch_size"] == 1
     assert np.array_equal(alone.actions, together[0].actions)
     assert not np.array_equal(together[0].actions, together[1].actions)
+    preparer = ray.get(replica.request_preparer.remote())
+    prepared = ray.get(replica.predict.remote(preparer(target), 11))
+    assert np.array_equal(alone.actions, prepared.actions), "images prepared by the client: the same result"
     ray.kill(replica)
 
 

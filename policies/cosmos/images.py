@@ -1,10 +1,4 @@
-"""Camera images <-> the pixel video the Wan VAE encodes and decodes (REFERENCE.md §2).
-
-Per image (as the reference evaluation prepares them): optional JPEG quality-95 round trip (the
-training data were JPEG files), resize to the model's square size (PIL bicubic), then optionally
-the 90%-area centre crop resized back (PIL bilinear) used by checkpoints trained with random
-resized crops. The reference does the crop/resize with torchvision on uint8 tensors; PIL's bilinear
-filter uses the same pixel-centre convention, so results agree to about one intensity level.
+"""Prepared camera images (camera.py) <-> the pixel video the Wan VAE encodes and decodes (REFERENCE.md §2).
 
 The pixel video has 1 + 4 (T - 1) frames for T latent frames: frame 0 is the blank frame (latent
 frame 0 of the causal VAE), then each latent slot's image repeated 4x. Non-image slots hold black
@@ -12,42 +6,13 @@ placeholder frames, as in the reference.
 """
 from __future__ import annotations
 
-import io
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from robofleet.policies.cosmos.config import VAE_TEMPORAL_FACTOR
 from robofleet.policies.cosmos.layout import LatentLayout, SlotKind
-
-JPEG_QUALITY = 95
-CROP_AREA_FRACTION = 0.9  # training used random resized crops of 90% area; test time takes the centre one
-
-
-def prepare_image(image: np.ndarray, size: int, *, jpeg_roundtrip: bool, center_crop: bool) -> np.ndarray:
-    """One camera image -> the model's input image.
-
-    image: uint8 (H, W, 3), upright, any size.
-    Returns uint8 (size, size, 3).
-    """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 (H, W, 3) image, got {image.dtype} {image.shape}")
-    picture = Image.fromarray(np.ascontiguousarray(image))
-    if jpeg_roundtrip:
-        buffer = io.BytesIO()
-        picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
-        buffer.seek(0)
-        picture = Image.open(buffer).convert("RGB")
-    if picture.size != (size, size):
-        picture = picture.resize((size, size), Image.Resampling.BICUBIC)
-    if center_crop:
-        crop = int(size * CROP_AREA_FRACTION**0.5)
-        offset = int(round((size - crop) / 2.0))  # torchvision's centre_crop convention
-        picture = picture.crop((offset, offset, offset + crop, offset + crop))
-        picture = picture.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(picture, dtype=np.uint8)
 
 
 def slot_frames(

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from robofleet.envs.contract import Observation
-from robofleet.policies.contract import Prediction
+from robofleet.policies.contract import Prediction, PreparedObservation
+from robofleet.policies.cosmos.camera import CameraPreparer
 from robofleet.policies.cosmos.config import LATENT_CHANNELS, VAE_SPATIAL_FACTOR
 from robofleet.policies.cosmos.denoiser import ConditionedDenoiser
 from robofleet.policies.cosmos.embeddings import EmbeddingTable, PseudoEmbeddings
-from robofleet.policies.cosmos.images import frames_to_video, pixel_frame, prepare_image, slot_frames, video_to_uint8
+from robofleet.policies.cosmos.images import frames_to_video, pixel_frame, slot_frames, video_to_uint8
 from robofleet.policies.cosmos.injection import average_copies, normalize, read_value, tile_into_frame, unnormalize
 from robofleet.policies.cosmos.layout import ACTION, FUTURE_PROPRIO, PROPRIO, VALUE, LatentLayout, Mode, Slot, SlotKind
 from robofleet.policies.cosmos.network import CosmosNetwork
@@ -40,7 +41,8 @@ from robofleet.policies.prediction import CosmosPrediction  # torch-free: env wo
 T = TypeVar("T")
 
 _IMAGE_THREADS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="cosmos-images")
-"""Camera images are JPEG-round-tripped and resized per query on these threads (PIL releases the GIL)."""
+"""Raw camera images are JPEG-round-tripped and resized per query on these threads (PIL releases the
+GIL); observations a client prepared already (`request_preparer`) skip this."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class CosmosPolicy:
 
     camera_keys: camera role of the layout -> Observation.images key.
     embeddings: instruction embeddings (EmbeddingTable, or PseudoEmbeddings with random weights).
+    request_preparer: the camera-image work per observation (torch-free), for clients to run.
     """
 
     def __init__(
@@ -91,6 +94,12 @@ class CosmosPolicy:
         self._future_slots = [i for i, slot in enumerate(layout.slots) if slot.future]
         self._placeholder_slots = [i for i, slot in enumerate(layout.slots) if slot.kind is not SlotKind.IMAGE]
         self._constant_prefix = min(i for i, slot in enumerate(layout.slots) if slot.kind is SlotKind.IMAGE)
+        self.request_preparer = CameraPreparer(
+            cameras=tuple((role, self.camera_keys[role]) for role in layout.cameras),
+            size=settings.image_size,
+            jpeg_roundtrip=settings.jpeg_roundtrip,
+            center_crop=settings.center_crop,
+        )
 
     def reset(self) -> None:
         """No per-episode memory."""
@@ -291,7 +300,7 @@ class CosmosPolicy:
         batch = len(observations)
         needed = self._frames_to_encode(mode, any(images is not None for images in future_images or []))
         with timer.phase("preprocess"):
-            current = list(_IMAGE_THREADS.map(self._camera_images, [obs.images for obs in observations]))
+            current = list(_IMAGE_THREADS.map(self._current_images, observations))
             later = [None if images is None else self._camera_images(images) for images in (future_images or [None] * batch)]
             frames = slot_frames(self.layout, current, later, self.settings.image_size, count=needed)
             video = frames_to_video(torch.from_numpy(frames).to(self.network.device), self.network.dtype)
@@ -341,19 +350,16 @@ class CosmosPolicy:
         target = slice(None) if rows is None else rows
         latents[target, :, index] = tile_into_frame(values, self.frame_shape)
 
+    def _current_images(self, obs: Observation) -> dict[str, np.ndarray]:
+        """Camera role -> prepared uint8 (S, S, 3) of `obs`, prepared here unless a client did it."""
+        if isinstance(obs, PreparedObservation):
+            self.request_preparer.check(obs)
+            return dict(obs.images)
+        return self._camera_images(obs.images)
+
     def _camera_images(self, images: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        prepared = {}
-        for role in self.layout.cameras:
-            key = self.camera_keys[role]
-            if key not in images:
-                raise ValueError(f"observation lacks camera {key!r} ({role}); it has {sorted(images)}")
-            prepared[role] = prepare_image(
-                images[key],
-                self.settings.image_size,
-                jpeg_roundtrip=self.settings.jpeg_roundtrip,
-                center_crop=self.settings.center_crop,
-            )
-        return prepared
+        """Camera key -> raw uint8 (H, W, 3) -> camera role -> prepared uint8 (S, S, 3)."""
+        return self.request_preparer.images(images)
 
     def _check_proprio(self, proprio: np.ndarray) -> np.ndarray:
         vector = np.asarray(proprio, dtype=np.float64)
