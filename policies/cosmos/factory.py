@@ -9,6 +9,7 @@ Example spec (TOML):
     embeddings = "libero_t5_embeddings.safetensors"      # from `robofleet convert-embeddings`
     pad_to = 8                                           # batch-invariant inference
     compile = "auto"                                     # the fast path on GPU; "none" = eager diffusers
+    dit_precision = "bf16"                               # "fp8": FP8 matmuls in the DiT blocks (Hopper/Ada)
 
 "random" weights (no checkpoint) are for tests and speed benchmarks only: the policy then uses
 unit dataset bounds and pseudo-random instruction embeddings, and logs a warning saying so.
@@ -41,6 +42,8 @@ DTYPES = ("auto", "float32", "bfloat16")
 VAE_ENCODES = ("needed", "full")
 COMPILE_CHOICES = ("auto", *COMPILE_SCOPES)  # auto: "full" on CUDA, "none" on the CPU
 COMPILE_MODE_CHOICES = ("auto", *COMPILE_MODES)  # auto: "reduce-overhead" (CUDA graphs) for "full", else "default"
+DIT_PRECISIONS = ("bf16", "fp8")  # bf16: the DiT's matmuls in `dtype`; fp8: see fp8.py
+FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9) and Hopper (9.0) or newer
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _IMAGE_MULTIPLE = VAE_SPATIAL_FACTOR * 2  # VAE cells x DiT patch
 
@@ -73,6 +76,7 @@ class CosmosOptions:
     vae_encode: str = "needed"  # "needed": only the latent frames the DiT reads (exact, ~4x less VAE work) | "full"
     compile: str = "auto"  # torch.compile of the DiT: "auto" (full on CUDA) | "none" (eager) | "blocks" | "full"
     compile_mode: str = "auto"  # "auto" | default | reduce-overhead (CUDA graphs, full only) | max-autotune...
+    dit_precision: str = "bf16"  # "bf16" (matmuls in `dtype`) | "fp8" (e4m3 rowwise in the DiT blocks, fp8.py)
 
 
 def _check_type(key: str, value: Any, expected: type) -> None:
@@ -91,7 +95,7 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
         raise SpecError(unknown[0], f"unknown cosmos option; allowed: {', '.join(sorted(known))}")
     values = {key: value for key, value in options.items() if key != "name"}
     types = {"config": str, "checkpoint": str, "vae": str, "embeddings": str, "device": str, "dtype": str,
-             "vae_encode": str, "compile": str, "compile_mode": str,
+             "vae_encode": str, "compile": str, "compile_mode": str, "dit_precision": str,
              "cameras": Mapping, "trust_pickle": bool, "autoregressive_future": bool, "autoregressive_value": bool,
              "jpeg_roundtrip": bool, "center_crop": bool, "return_future_images": bool, "return_latents": bool,
              "profile": bool}
@@ -105,7 +109,8 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
         raise SpecError("device", f"{parsed.device!r}: use auto, cpu, cuda or cuda:N")
     if parsed.dtype not in DTYPES:
         raise SpecError("dtype", f"{parsed.dtype!r} is not one of {DTYPES}")
-    for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODE_CHOICES)):
+    for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODE_CHOICES),
+                         ("dit_precision", DIT_PRECISIONS)):
         if getattr(parsed, key) not in allowed:
             raise SpecError(key, f"{getattr(parsed, key)!r} is not one of {allowed}")
     if parsed.compile == "blocks" and parsed.compile_mode in ("reduce-overhead", "max-autotune"):
@@ -140,6 +145,7 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
 
     from robofleet.policies.cosmos.checkpoint import locate_checkpoint, locate_vae, read_weights, to_diffusers_state_dict
     from robofleet.policies.cosmos.embeddings import PseudoEmbeddings, load_embeddings
+    from robofleet.policies.cosmos.fp8 import quantize_dit
     from robofleet.policies.cosmos.network import CosmosNetwork, transformer_shapes
     from robofleet.policies.cosmos.policy import CosmosPolicy, InferenceSettings
     from robofleet.policies.cosmos.stats import DatasetStats
@@ -151,6 +157,9 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
         raise SpecError("device", f"{opts.device!r} requested but CUDA is not available")
     device = torch.device(opts.device if opts.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if opts.dit_precision == "fp8" and device.type == "cuda" and torch.cuda.get_device_capability(device) < FP8_MIN_CAPABILITY:
+        raise SpecError("dit_precision", f"'fp8' needs FP8 tensor cores (Hopper or Ada, compute capability >= 8.9); "
+                        f"{torch.cuda.get_device_name(device)} has {torch.cuda.get_device_capability(device)}: use 'bf16'")
     dtype_name = opts.dtype if opts.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     checkpoint = opts.checkpoint or (RELEASED_CHECKPOINTS[env_family] if config.name == "2b" else RANDOM)
     vae = opts.vae or (RANDOM if checkpoint == RANDOM else DEFAULT_VAE)
@@ -188,6 +197,10 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         vae_directory=None if vae == RANDOM else locate_vae(vae),
         seed=opts.init_seed,
     )
+    if opts.dit_precision == "fp8":  # before compiling: the compiled graph is the quantised one
+        report = quantize_dit(network.transformer)
+        log.info("cosmos: FP8 DiT: %d Linear layers -> float8_e4m3fn rowwise, %.1f%% of the DiT's %.2fM parameters",
+                 report.layers, 100 * report.share, report.total_parameters / 1e6)
     scope = opts.compile if opts.compile != "auto" else ("full" if device.type == "cuda" else "none")
     mode = opts.compile_mode
     if mode == "auto":
@@ -209,8 +222,8 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         vae_encode=opts.vae_encode,
         profile=opts.profile,
     )
-    log.info("cosmos %s on %s (%s), checkpoint %s, compiled %s, %s", config.name, device, dtype_name, checkpoint,
-             network.compiled, settings)
+    log.info("cosmos %s on %s (%s, DiT matmuls %s), checkpoint %s, compiled %s, %s", config.name, device, dtype_name,
+             opts.dit_precision, checkpoint, network.compiled, settings)
     policy = CosmosPolicy(network, layout, stats, embeddings, settings, {**layout.camera_keys, **opts.cameras})
     if scope != "none":
         log.info("cosmos: DiT compiled (%s, %s) and warmed up in %.1f s", scope, mode, policy.warm_up())
