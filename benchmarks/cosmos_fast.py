@@ -9,7 +9,9 @@ Measured on one device, LIBERO layout, random weights (speed does not depend on 
 - per variant (torch.compile scope x mode x DiT matmul precision, each with its VAE encode): compile
   + warm-up seconds, DiT forward ms / samples/s / TFLOP/s / share of the bf16 matmul rate at several
   batch sizes, whole queries (5 action steps, VAE encode, no future-image decode): batch-1 latency
-  p50/p99, chunks/s at larger batches, peak memory, per-phase split;
+  p50/p99, chunks/s at larger batches (also with the camera images prepared beforehand, as env
+  workers do for a replica), peak memory, per-phase split. "eager" is diffusers as it is (adaLN
+  modulation per token); "blocks+per-token-adaln" isolates the per-frame modulation's gain;
 - per variant, --profile-batch: one DiT forward's kernel time by category (GEMM, triton fused,
   attention, other, idle gaps) and its top 10 kernels (dit_profile.py);
 - accuracy, per --accuracy-variants: actions vs the eager bf16 path over >= 100 random queries (max
@@ -48,8 +50,10 @@ from robofleet.policies.cosmos.layout import Mode
 from robofleet.policies.cosmos.policy import CosmosPolicy
 
 VARIANTS: dict[str, dict[str, str]] = {
-    "eager": {"compile": "none", "vae_encode": "full"},
-    "eager+vae": {"compile": "none", "vae_encode": "needed"},
+    "eager": {"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token"},
+    "eager+vae": {"compile": "none", "vae_encode": "needed", "adaln_modulation": "per_token"},
+    "blocks+per-token-adaln": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed",
+                               "adaln_modulation": "per_token"},
     "blocks": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed"},
     "full": {"compile": "full", "compile_mode": "default", "vae_encode": "needed"},
     "full+cudagraphs": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed"},
@@ -162,7 +166,11 @@ def measure_variant(policy: CosmosPolicy, args: argparse.Namespace, flops: float
         seconds = timed(lambda: policy.predict(observations[:batch], list(range(batch))), device, args.repeats + 1)[1:]
         median = statistics.median(seconds)
         stats = policy.with_settings(profile=True).predict(observations[:batch], list(range(batch)))[0].stats
+        # As a replica serves them: the env workers prepared the camera images (policy.request_preparer).
+        prepared = [policy.request_preparer(obs) for obs in observations[:batch]]
+        served = timed(lambda: policy.predict(prepared, list(range(batch))), device, args.repeats + 1)[1:]
         entry = {"batch": batch, "seconds": median, "chunks_per_s": batch / median,
+                 "chunks_per_s_images_prepared_by_clients": batch / statistics.median(served),
                  "phases_ms": {k[len("seconds_"):]: v * 1e3 for k, v in stats.items() if k.startswith("seconds_")}}
         if device.type == "cuda":
             entry["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
@@ -317,7 +325,8 @@ def _line(variant: str, row: dict[str, Any]) -> str:
     if "error" in row:
         return f"{variant}: {row['error']}"
     dit = " ".join(f"b{d['batch']} {d['ms']:.1f}ms {d['share_of_matmul']:.0%}" for d in row["dit"])
-    q = " ".join(f"b{d['batch']} {d['chunks_per_s']:.2f}/s" for d in row["queries"])
+    q = " ".join(f"b{d['batch']} {d['chunks_per_s']:.2f}/s ({d['chunks_per_s_images_prepared_by_clients']:.2f} images "
+                 f"prepared by clients)" for d in row["queries"])
     return (f"{variant}: build {row['build_and_compile_s']:.0f}s | DiT (share of bf16 matmul) {dit} | latency p50 "
             f"{row['latency_batch1_ms']['p50']:.0f}ms p99 {row['latency_batch1_ms']['p99']:.0f}ms | chunks {q}")
 

@@ -40,12 +40,12 @@ def gpu_utilisation_sampler(stop: threading.Event, samples: list[float], period_
 
 
 def policy_options(args: argparse.Namespace, eager: bool = False) -> dict[str, Any]:
-    """Cosmos options; eager=True is the reference's path (eager diffusers DiT, every latent frame VAE-encoded)."""
+    """Cosmos options; eager=True is the reference's path (diffusers' DiT as it is, eager; every latent frame VAE-encoded)."""
     options = {"config": args.config, "checkpoint": "random", "device": args.device}
     if eager or args.eager:
-        options.update({"compile": "none", "vae_encode": "full"})
+        options.update({"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token"})
     else:
-        options.update({"compile": args.compile, "compile_mode": args.compile_mode})
+        options.update({"compile": args.compile, "compile_mode": args.compile_mode, "dit_precision": args.dit_precision})
     return options
 
 
@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="robofleet side on the eager path too (as before issue 9)")
     parser.add_argument("--compile", default="auto", help="robofleet side's cosmos `compile` option")
     parser.add_argument("--compile-mode", default="auto", help="robofleet side's cosmos `compile_mode` option")
+    parser.add_argument("--dit-precision", default="bf16", help="robofleet side's cosmos `dit_precision` (fp8: opt-in)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 

@@ -50,6 +50,9 @@ class PolicyReplica:
         # are kept per thread, so graphs recorded on another thread would be recorded again.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
         self.policy = self._model_thread.submit(make_policy, policy_name, options, env_family).result()
+        if hasattr(self.policy, "warm_up"):  # every batch size this replica will run, before the first request
+            sizes = [pad_to] if pad_to else list(range(1, max_batch + 1))
+            self._model_thread.submit(self.policy.warm_up, sizes).result()
         self.load_s = time.perf_counter() - started
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s

@@ -3,6 +3,7 @@
 - VAE encode of only the latent frames the DiT reads, resumed after the cached constant prefix:
   bitwise the latents of the full encode, and bitwise the same actions, futures and values, in all
   three inference modes and for the RoboCasa layout.
+- the adaLN-LoRA modulation once per latent frame instead of per token: the same values.
 - torch.compile of the DiT blocks: the same actions within float32 noise, compiled once for a first
   batch size and once more for a dynamic batch size, then no recompiles for new sizes.
 """
@@ -110,7 +111,38 @@ def test_compiled_blocks_match_eager_and_compile_at_most_twice(full):
     assert counters["stats"]["unique_graphs"] == frames_after_warm_up
 
 
+def test_per_frame_modulation_equals_diffusers_per_token_modulation(full):
+    from robofleet.policies.cosmos.frame_modulation import PerFrameAdaLayerNormZero
+
+    per_token = make_cosmos({"config": "tiny", "device": "cpu", "vae_encode": "full", "compile": "none",
+                             "adaln_modulation": "per_token"}, "libero")
+    blocks = full.network.transformer.transformer_blocks
+    assert all(isinstance(getattr(b, n), PerFrameAdaLayerNormZero) for b in blocks for n in ("norm1", "norm2", "norm3"))
+    assert not isinstance(per_token.network.transformer.transformer_blocks[0].norm1, PerFrameAdaLayerNormZero)
+    ours, theirs = full.network.transformer.state_dict(), per_token.network.transformer.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    observations = _observations(3, seed=4)
+    with torch.no_grad():
+        inputs = full.random_dit_inputs(3)
+        inputs[1][:, 2] = 0.3  # frames at different noise levels: each frame its own modulation
+        torch.testing.assert_close(full.network(*inputs), per_token.network(*inputs), rtol=1e-5, atol=1e-5)
+    for a, b in zip(full.predict(observations, [1, 2, 3]), per_token.predict(observations, [1, 2, 3])):
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)
+        assert a.value == pytest.approx(b.value, abs=1e-5)
+
+
+def test_per_frame_modulation_refuses_tokens_that_are_not_whole_frames():
+    from diffusers.models.transformers.transformer_cosmos import CosmosAdaLayerNormZero
+
+    from robofleet.policies.cosmos.frame_modulation import PerFrameAdaLayerNormZero
+
+    norm = PerFrameAdaLayerNormZero(CosmosAdaLayerNormZero(8, 4), tokens_per_frame=5)
+    with pytest.raises(ValueError, match="whole frames"):
+        norm(torch.zeros(1, 12, 8), torch.zeros(1, 12, 8))
+
+
 @pytest.mark.parametrize(("options", "key"), [
+    ({"adaln_modulation": "per_batch"}, "adaln_modulation"),
     ({"compile": "turbo"}, "compile"),
     ({"compile_mode": "fastest"}, "compile_mode"),
     ({"vae_encode": "some"}, "vae_encode"),

@@ -43,6 +43,7 @@ VAE_ENCODES = ("needed", "full")
 COMPILE_CHOICES = ("auto", *COMPILE_SCOPES)  # auto: "full" on CUDA, "none" on the CPU
 COMPILE_MODE_CHOICES = ("auto", *COMPILE_MODES)  # auto: "reduce-overhead" (CUDA graphs) for "full", else "default"
 DIT_PRECISIONS = ("bf16", "fp8")  # bf16: the DiT's matmuls in `dtype`; fp8: see fp8.py
+ADALN_MODULATIONS = ("per_frame", "per_token")  # per_token: diffusers' own computation; see frame_modulation.py
 FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9) and Hopper (9.0) or newer
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 _IMAGE_MULTIPLE = VAE_SPATIAL_FACTOR * 2  # VAE cells x DiT patch
@@ -77,6 +78,7 @@ class CosmosOptions:
     compile: str = "auto"  # torch.compile of the DiT: "auto" (full on CUDA) | "none" (eager) | "blocks" | "full"
     compile_mode: str = "auto"  # "auto" | default | reduce-overhead (CUDA graphs, full only) | max-autotune...
     dit_precision: str = "bf16"  # "bf16" (matmuls in `dtype`) | "fp8" (e4m3 rowwise in the DiT blocks, fp8.py)
+    adaln_modulation: str = "per_frame"  # adaLN-LoRA once per latent frame (same values) | "per_token" (diffusers')
 
 
 def _check_type(key: str, value: Any, expected: type) -> None:
@@ -96,6 +98,7 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
     values = {key: value for key, value in options.items() if key != "name"}
     types = {"config": str, "checkpoint": str, "vae": str, "embeddings": str, "device": str, "dtype": str,
              "vae_encode": str, "compile": str, "compile_mode": str, "dit_precision": str,
+             "adaln_modulation": str,
              "cameras": Mapping, "trust_pickle": bool, "autoregressive_future": bool, "autoregressive_value": bool,
              "jpeg_roundtrip": bool, "center_crop": bool, "return_future_images": bool, "return_latents": bool,
              "profile": bool}
@@ -110,7 +113,7 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
     if parsed.dtype not in DTYPES:
         raise SpecError("dtype", f"{parsed.dtype!r} is not one of {DTYPES}")
     for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODE_CHOICES),
-                         ("dit_precision", DIT_PRECISIONS)):
+                         ("dit_precision", DIT_PRECISIONS), ("adaln_modulation", ADALN_MODULATIONS)):
         if getattr(parsed, key) not in allowed:
             raise SpecError(key, f"{getattr(parsed, key)!r} is not one of {allowed}")
     if parsed.compile == "blocks" and parsed.compile_mode in ("reduce-overhead", "max-autotune"):
@@ -146,6 +149,7 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
     from robofleet.policies.cosmos.checkpoint import locate_checkpoint, locate_vae, read_weights, to_diffusers_state_dict
     from robofleet.policies.cosmos.embeddings import PseudoEmbeddings, load_embeddings
     from robofleet.policies.cosmos.fp8 import quantize_dit
+    from robofleet.policies.cosmos.frame_modulation import modulate_per_frame
     from robofleet.policies.cosmos.network import CosmosNetwork, transformer_shapes
     from robofleet.policies.cosmos.policy import CosmosPolicy, InferenceSettings
     from robofleet.policies.cosmos.stats import DatasetStats
@@ -197,6 +201,10 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         vae_directory=None if vae == RANDOM else locate_vae(vae),
         seed=opts.init_seed,
     )
+    if opts.adaln_modulation == "per_frame":
+        patch = config.transformer.patch_size
+        side = image_size // VAE_SPATIAL_FACTOR
+        modulate_per_frame(network.transformer, (side // patch[1]) * (side // patch[2]))
     if opts.dit_precision == "fp8":  # before compiling: the compiled graph is the quantised one
         report = quantize_dit(network.transformer)
         log.info("cosmos: FP8 DiT: %d Linear layers -> float8_e4m3fn rowwise, %.1f%% of the DiT's %.2fM parameters",

@@ -109,17 +109,23 @@ class CosmosPolicy:
         settings = replace(self.settings, **changes)
         return CosmosPolicy(self.network, self.layout, self.stats, self.embeddings, settings, self.camera_keys)
 
-    def warm_up(self) -> float:
-        """Run one DiT evaluation per batch shape this policy will see first; returns seconds.
+    def warm_up(self, batch_sizes: Sequence[int] | None = None) -> float:
+        """Run the DiT on every batch shape this policy will see; returns seconds.
 
         A compiled DiT compiles on its first call (static shapes) and on the first call with another
-        batch size (a dynamic batch dimension that then serves every size): doing both here puts the
-        compile time into the policy's load time, not into the first episodes. With pad_to, every
-        batch has that one size.
+        batch size (a dynamic batch dimension that then serves every size); with CUDA graphs
+        ("reduce-overhead"), each new batch size is also recorded once, on its second call. Doing it
+        here puts that time into the policy's load time, not into the first episodes.
+        batch_sizes: default (pad_to,) with pad_to, else (1, 2) (the two compiles); a replica passes
+        every size up to its max_batch. Each size runs twice (warm-up, then CUDA-graph recording).
         """
         began = time.perf_counter()
-        for batch in (self.settings.pad_to,) if self.settings.pad_to else (1, 2):
-            self.network(*self.random_dit_inputs(batch))
+        if batch_sizes is None:
+            batch_sizes = (self.settings.pad_to,) if self.settings.pad_to else (1, 2)
+        for batch in batch_sizes:
+            inputs = self.random_dit_inputs(batch)
+            for _ in range(2):
+                self.network(*inputs)
         if self.network.device.type == "cuda":
             torch.cuda.synchronize(self.network.device)
         return time.perf_counter() - began
