@@ -73,13 +73,6 @@ def _make_local_policy(spec: RunSpec):
             "driver's environment ([serving] replicas = 1 or more), or install it into that venv") from exc
 
 
-REPLICA_CLIENT_NICENESS = 5
-"""Env workers that are clients of policy replicas lower their CPU priority by this much (Unix
-niceness; Ray starts every worker process, replicas included, at 15, and 19 is the floor): when
-workers outnumber cores, the replica's launches of GPU work come first (one H100 with 28 workers on
-16 cores: BENCHMARKS.md)."""
-
-
 @ray.remote
 class EnvWorker:
     """One simulator + one decider: the policy (local, or a client of shared PolicyReplicas) in its planner.
@@ -92,8 +85,6 @@ class EnvWorker:
                  egl_device: int | None = None):
         if egl_device is not None:  # render on this GPU (before robosuite is imported in this process)
             os.environ["MUJOCO_EGL_DEVICE_ID"] = str(egl_device)
-        if replicas:  # a replica's thread feeding its GPU must not wait for a core behind the simulators
-            os.nice(REPLICA_CLIENT_NICENESS)
         self.spec = spec
         self.worker_index = worker_index
         self.replicas = replicas

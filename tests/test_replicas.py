@@ -145,18 +145,3 @@ def test_bad_serving_options_are_named(key, value):
     spec["serving"] = {**spec["serving"], key: value}
     with pytest.raises(SpecError, match=f"serving.{key}"):
         spec_from_dict(spec)
-
-
-def test_env_workers_serving_from_replicas_yield_the_cpu_to_them(ray_cluster):
-    import os
-
-    from robofleet.envs.worker import REPLICA_CLIENT_NICENESS, EnvWorker
-
-    ray = ray_cluster
-    spec = spec_from_dict(serving_spec(workers=1, replicas=1))
-    client = EnvWorker.options(num_cpus=0.25).remote(spec, 0, ["a replica handle"])
-    local = EnvWorker.options(num_cpus=0.25).remote(spec, 1, None)
-    niceness = ray.get([w.__ray_call__.remote(lambda self: os.nice(0)) for w in (client, local)])
-    assert niceness[0] == min(19, niceness[1] + REPLICA_CLIENT_NICENESS) > niceness[1]  # Ray starts workers at 15
-    for w in (client, local):
-        ray.kill(w)
