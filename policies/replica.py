@@ -7,6 +7,9 @@ first, and runs in a single model thread while new requests keep queueing. Kinds
 each with its own denoising step count; only requests of one kind and step count share a batch. With `pad_to` set (deterministic mode),
 every model call sees exactly that batch size (padded with copies of the first request), so a
 request's numerics never depend on its batch-mates; per-request noise comes from its own seed.
+The policy is built, compiled and warmed up for every batch size up to max_batch at load, on the
+thread that runs the batches. Clients (ReplicaClient) run the policy's `request_preparer` on their
+observations before sending (Cosmos: the camera images' JPEG round trip and resize).
 
     replica = PolicyReplica.options(num_gpus=1).remote("cosmos", {...}, "libero", max_batch=16)
     prediction = ray.get(replica.predict.remote(obs, seed))

@@ -109,6 +109,7 @@ def test_compiled_blocks_match_eager_and_compile_at_most_twice(full):
         for a, b in zip(full.predict(observations[:size], seeds), compiled.predict(observations[:size], seeds)):
             np.testing.assert_allclose(a.actions, b.actions, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == frames_after_warm_up
+    assert compiled.warm_up([4]) > 0.0 and full.warm_up([4]) == 0.0, "only a compiled DiT is warmed up"
 
 
 def test_per_frame_modulation_equals_diffusers_per_token_modulation(full):

@@ -9,10 +9,9 @@ is 12%). Everything else stays in the network's dtype:
 - the patch embedding (72 inputs) and the final projection (64 outputs, written straight into the
   denoiser output): narrow, almost no FLOPs, and nothing after them averages their error;
 - the timestep embedding and the adaLN-LoRA modulation (norm1/2/3 of each block and norm_out,
-  2048 -> 256 -> 6144): 8% of the FLOPs, because diffusers broadcasts the per-frame embedding to
-  every token before the blocks, but their outputs (shift, scale, gate) multiply every token, so
-  their error would not average out (and computing them once per frame would remove that work
-  outright, at no error);
+  2048 -> 256 -> 6144): their outputs (shift, scale, gate) multiply every token, so their error
+  would not average out; and since frame_modulation.py computes them once per latent frame, they
+  cost almost nothing anyway;
 - attention (SDPA), the norms, RoPE and GELU: not matmuls with weights.
 No size threshold is needed beyond that choice (everything chosen is >= 1024 wide in the 2B DiT,
 everything narrower than 512 is excluded by role), so the tiny test network quantises the same

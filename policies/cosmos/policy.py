@@ -118,8 +118,11 @@ class CosmosPolicy:
         here puts that time into the policy's load time, not into the first episodes.
         batch_sizes: default (pad_to,) with pad_to, else (1, 2) (the two compiles); a replica passes
         every size up to its max_batch. Each size runs twice (warm-up, then CUDA-graph recording).
+        An eager (uncompiled) DiT has nothing to warm up: returns 0 at once.
         """
         began = time.perf_counter()
+        if self.network.compiled[0] == "none":  # eager: nothing to compile or record
+            return 0.0
         if batch_sizes is None:
             batch_sizes = (self.settings.pad_to,) if self.settings.pad_to else (1, 2)
         for batch in batch_sizes:
