@@ -59,9 +59,12 @@ def _cpu_category(event: Any) -> str:
     return category(event.name)
 
 
-def profile_dit(forward: Callable[[], Any], device: torch.device, batch: int, forwards: int = 3) -> dict[str, Any]:
+def profile_dit(forward: Callable[[], Any], device: torch.device, batch: int, forwards: int = 3,
+                categorize: Callable[[str], str] = category, categories: tuple[str, ...] = CATEGORIES) -> dict[str, Any]:
     """Profile `forwards` calls of `forward` (one DiT evaluation at `batch` samples, compiled already).
 
+    categorize / categories: kernel name -> label, and the labels in report order (ending in "idle");
+    another network passes its own (vae_encode.py: convolutions).
     Returns wall_ms (median of unprofiled calls), kernel_ms, per category {ms, share of wall} (ms per
     forward), and the top 10 kernels by time ({name, category, ms per forward, calls per forward}).
     """
@@ -85,16 +88,16 @@ def profile_dit(forward: Callable[[], Any], device: torch.device, batch: int, fo
     kernels: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])  # (name, category) -> [us, calls]
     for event in prof.events():
         if on_gpu and event.device_type == DeviceType.CUDA:
-            entry = kernels[(event.name, category(event.name))]
+            entry = kernels[(event.name, categorize(event.name))]
             entry[0] += event.time_range.elapsed_us()
         elif not on_gpu and event.device_type == DeviceType.CPU and event.self_cpu_time_total > 0:
-            entry = kernels[(event.name, _cpu_category(event))]
+            entry = kernels[(event.name, _cpu_category(event) if categorize is category else categorize(event.name))]
             entry[0] += event.self_cpu_time_total
         else:
             continue
         entry[1] += 1
     per_forward = {key: (us / 1e3 / forwards, calls / forwards) for key, (us, calls) in kernels.items()}
-    totals = dict.fromkeys(CATEGORIES, 0.0)
+    totals = dict.fromkeys(categories, 0.0)
     for (_, label), (ms, _) in per_forward.items():
         totals[label] += ms
     kernel_ms = sum(totals.values())

@@ -112,6 +112,32 @@ def test_compiled_blocks_match_eager_and_compile_at_most_twice(full):
     assert compiled.warm_up([4]) > 0.0 and full.warm_up([4]) == 0.0, "only a compiled DiT is warmed up"
 
 
+def test_compiled_channels_last_vae_encode_matches_eager_without_recompiles(full):
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    fast = make_cosmos({"config": "tiny", "device": "cpu", "vae_compile": "default", "vae_channels_last": "on"}, "libero")
+    network = fast.network
+    assert (network.vae_compiled, network.vae_channels_last) == ("default", True)
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last_3d)
+               for m in network.vae.encoder.modules() if isinstance(m, torch.nn.Conv3d))
+    graphs_after_warm_up = dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs_after_warm_up >= 1, "warm_up compiles the VAE encode even with an eager DiT"
+    observations = _observations(3, seed=5)
+    timer = PhaseTimer(network.device, synchronize=False)
+    needed = fast._frames_to_encode(Mode.POLICY, False)
+    for size in (2, 1, 2):  # warmed-up sizes: no new graphs, whichever order and however often
+        reference, _ = full._clean_latents(observations[:size], timer, Mode.POLICY)
+        latents, _ = fast._clean_latents(observations[:size], timer, Mode.POLICY)
+        torch.testing.assert_close(latents[:, :, :needed], reference[:, :, :needed], rtol=1e-5, atol=1e-5)
+    assert dynamo.utils.counters["stats"]["unique_graphs"] == graphs_after_warm_up
+    for a, b in zip(full.predict(observations, [7, 8, 9]), fast.predict(observations, [7, 8, 9])):
+        np.testing.assert_allclose(a.actions, b.actions, atol=1e-4)
+    # the full encode (future images, vae_encode = "full") still runs on the converted weights
+    torch.testing.assert_close(fast.with_settings(vae_encode="full")._clean_latents(observations, timer, Mode.POLICY)[0],
+                               full._clean_latents(observations, timer, Mode.POLICY)[0], rtol=1e-5, atol=1e-5)
+
+
 def test_per_frame_modulation_equals_diffusers_per_token_modulation(full):
     from robofleet.policies.cosmos.frame_modulation import PerFrameAdaLayerNormZero
 
@@ -147,6 +173,8 @@ def test_per_frame_modulation_refuses_tokens_that_are_not_whole_frames():
     ({"compile": "turbo"}, "compile"),
     ({"compile_mode": "fastest"}, "compile_mode"),
     ({"vae_encode": "some"}, "vae_encode"),
+    ({"vae_compile": "reduce-overhead"}, "vae_compile"),  # resumed chunks replay one graph: no CUDA graphs
+    ({"vae_channels_last": True}, "vae_channels_last"),
     ({"compile": "blocks", "compile_mode": "reduce-overhead"}, "compile_mode"),  # per-block CUDA graphs clash
 ])
 def test_bad_fast_path_options_name_their_key(options, key):

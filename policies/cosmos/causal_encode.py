@@ -14,11 +14,16 @@ The chunk loop below is diffusers' `AutoencoderKLWan._encode` (diffusers 0.42) w
 end; the chunks that run are the very same calls on the same inputs, so the latents are bitwise
 those of the full encode wherever the kernels are deterministic (tests/test_cosmos_fast.py checks
 this on the CPU; benchmarks/cosmos_fast.py reports the GPU difference).
+
+3. The resumed chunks always see the same shapes for a batch size, so they can run through a
+   torch.compile'd encoder (one static graph per batch size: the norms, SiLUs, pads and cache
+   concatenations between the convolutions fuse) and in channels-last-3d memory layout (cuDNN's
+   native layout for 3-D convolutions on tensor cores). The prefix runs once per shape, eagerly.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -39,13 +44,19 @@ class PrefixCachedEncoder:
     vae: a diffusers AutoencoderKLWan without patchify, tiling or slicing (the Wan2.1 VAE).
     prefix_latents: how many leading latent frames are the same constant picture (black, -1 in
         pixel space) in every query; their result is cached per (batch, H, W, dtype).
+    compile_mode: torch.compile mode for the resumed chunks (None: eager).
+    channels_last: feed the resumed chunks in channels-last-3d layout (the VAE's Conv3d weights
+        should be in that layout too: CosmosNetwork.accelerate_vae does both).
     """
 
-    def __init__(self, vae: AutoencoderKLWan, prefix_latents: int):
+    def __init__(self, vae: AutoencoderKLWan, prefix_latents: int, compile_mode: str | None = None,
+                 channels_last: bool = False):
         if vae.config.get("patch_size") is not None:
             raise ValueError("PrefixCachedEncoder supports the Wan2.1 VAE (no patchify); this VAE patchifies")
         self.vae = vae
         self.prefix_latents = prefix_latents
+        self.channels_last = channels_last
+        self._resume_encoder = vae.encoder if compile_mode is None else torch.compile(vae.encoder, mode=compile_mode, dynamic=False)
         self._prefix: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, list[Any]]] = OrderedDict()
 
     @torch.no_grad()
@@ -59,20 +70,35 @@ class PrefixCachedEncoder:
             raise ValueError(f"latent_frames {latent_frames} must exceed the constant prefix {self.prefix_latents}")
         prefix_out, cache = self._prefix_state(video)
         features = list(cache)  # the encoder assigns new tensors into its cache list, never writes into them
-        outputs = [prefix_out, *self._run_chunks(video, range(self.prefix_latents, latent_frames), features)]
+        resumed = self._run_chunks(video, range(self.prefix_latents, latent_frames), features, self._resume_encoder)
+        outputs = [prefix_out, *(out.contiguous() for out in resumed)]
         return self.vae.quant_conv(torch.cat(outputs, dim=2))
 
-    def _run_chunks(self, video: torch.Tensor, chunks: range, features: list[Any]) -> list[torch.Tensor]:
+    def _run_chunks(self, video: torch.Tensor, chunks: range, features: list[Any],
+                    encoder: Callable[..., torch.Tensor] | None = None) -> list[torch.Tensor]:
         """Encoder outputs of the given chunks, in order, carrying the causal cache in `features`.
 
         Chunk 0 is pixel frame 0 alone; chunk i >= 1 covers pixel frames [1 + 4 (i - 1), 1 + 4 i).
+        encoder: the module to run them through (default: the VAE's own, eager).
         """
+        encoder = self.vae.encoder if encoder is None else encoder
         outputs = []
         for chunk in chunks:
             start = pixel_frames(chunk)
             frames = video[:, :, :1] if chunk == 0 else video[:, :, start : start + VAE_TEMPORAL_FACTOR]
-            outputs.append(self.vae.encoder(frames, feat_cache=features, feat_idx=[0]))
+            if self.channels_last:
+                frames = frames.contiguous(memory_format=torch.channels_last_3d)
+            outputs.append(encoder(frames, feat_cache=features, feat_idx=[0]))
+            self._normalise_layout(features)
         return outputs
+
+    def _normalise_layout(self, features: list[Any]) -> None:
+        """One memory layout for every cached tensor, whichever path made it, so that a compiled
+        encoder sees the same strides on every chunk (no recompiles); values are unchanged."""
+        layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        for index, feature in enumerate(features):
+            if isinstance(feature, torch.Tensor):
+                features[index] = feature.contiguous(memory_format=layout if feature.dim() == 5 else torch.contiguous_format)
 
     def _prefix_state(self, video: torch.Tensor) -> tuple[torch.Tensor, list[Any]]:
         batch, channels, _, height, width = video.shape

@@ -42,6 +42,8 @@ DTYPES = ("auto", "float32", "bfloat16")
 VAE_ENCODES = ("needed", "full")
 COMPILE_CHOICES = ("auto", *COMPILE_SCOPES)  # auto: "full" on CUDA, "none" on the CPU
 COMPILE_MODE_CHOICES = ("auto", *COMPILE_MODES)  # auto: "reduce-overhead" (CUDA graphs) for "full", else "default"
+VAE_COMPILE_CHOICES = ("auto", "none", "default", "max-autotune-no-cudagraphs")  # resumed chunks repeat one graph: no CUDA graphs
+SWITCH_CHOICES = ("auto", "on", "off")
 DIT_PRECISIONS = ("bf16", "fp8")  # bf16: the DiT's matmuls in `dtype`; fp8: see fp8.py
 ADALN_MODULATIONS = ("per_frame", "per_token")  # per_token: diffusers' own computation; see frame_modulation.py
 FP8_MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9) and Hopper (9.0) or newer
@@ -79,6 +81,8 @@ class CosmosOptions:
     compile_mode: str = "auto"  # "auto" | default | reduce-overhead (CUDA graphs, full only) | max-autotune...
     dit_precision: str = "bf16"  # "bf16" (matmuls in `dtype`) | "fp8" (e4m3 rowwise in the DiT blocks, fp8.py)
     adaln_modulation: str = "per_frame"  # adaLN-LoRA once per latent frame (same values) | "per_token" (diffusers')
+    vae_compile: str = "auto"  # torch.compile of the VAE encode: "auto" (default on CUDA) | "none" | a mode without CUDA graphs
+    vae_channels_last: str = "auto"  # VAE encode in channels-last-3d layout: "auto" (on CUDA) | "on" | "off"
 
 
 def _check_type(key: str, value: Any, expected: type) -> None:
@@ -98,7 +102,7 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
     values = {key: value for key, value in options.items() if key != "name"}
     types = {"config": str, "checkpoint": str, "vae": str, "embeddings": str, "device": str, "dtype": str,
              "vae_encode": str, "compile": str, "compile_mode": str, "dit_precision": str,
-             "adaln_modulation": str,
+             "adaln_modulation": str, "vae_compile": str, "vae_channels_last": str,
              "cameras": Mapping, "trust_pickle": bool, "autoregressive_future": bool, "autoregressive_value": bool,
              "jpeg_roundtrip": bool, "center_crop": bool, "return_future_images": bool, "return_latents": bool,
              "profile": bool}
@@ -113,7 +117,8 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
     if parsed.dtype not in DTYPES:
         raise SpecError("dtype", f"{parsed.dtype!r} is not one of {DTYPES}")
     for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODE_CHOICES),
-                         ("dit_precision", DIT_PRECISIONS), ("adaln_modulation", ADALN_MODULATIONS)):
+                         ("dit_precision", DIT_PRECISIONS), ("adaln_modulation", ADALN_MODULATIONS),
+                         ("vae_compile", VAE_COMPILE_CHOICES), ("vae_channels_last", SWITCH_CHOICES)):
         if getattr(parsed, key) not in allowed:
             raise SpecError(key, f"{getattr(parsed, key)!r} is not one of {allowed}")
     if parsed.compile == "blocks" and parsed.compile_mode in ("reduce-overhead", "max-autotune"):
@@ -215,6 +220,10 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         mode = "reduce-overhead" if scope == "full" and device.type == "cuda" else "default"
     if scope != "none":
         network.accelerate(scope, mode)
+    on_gpu = device.type == "cuda"
+    vae_mode = opts.vae_compile if opts.vae_compile != "auto" else ("default" if on_gpu else "none")
+    network.accelerate_vae(None if vae_mode == "none" else vae_mode,
+                           opts.vae_channels_last == "on" or (opts.vae_channels_last == "auto" and on_gpu))
     settings = InferenceSettings(
         action_steps=opts.action_steps or layout.default_action_steps,
         future_steps=opts.future_steps,
@@ -233,6 +242,7 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
     log.info("cosmos %s on %s (%s, DiT matmuls %s), checkpoint %s, compiled %s, %s", config.name, device, dtype_name,
              opts.dit_precision, checkpoint, network.compiled, settings)
     policy = CosmosPolicy(network, layout, stats, embeddings, settings, {**layout.camera_keys, **opts.cameras})
-    if scope != "none":
-        log.info("cosmos: DiT compiled (%s, %s) and warmed up in %.1f s", scope, mode, policy.warm_up())
+    if scope != "none" or network.vae_compiled:
+        log.info("cosmos: DiT compiled (%s, %s), VAE encode compiled (%s), warmed up in %.1f s", scope, mode,
+                 network.vae_compiled, policy.warm_up())
     return policy

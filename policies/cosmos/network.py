@@ -38,6 +38,8 @@ class CosmosNetwork:
         self._std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=device).view(shape)
         self._encoders: dict[int, PrefixCachedEncoder] = {}
         self.compiled = ("none", "default")
+        self.vae_compiled: str | None = None  # torch.compile mode of the resumed VAE encode, None = eager
+        self.vae_channels_last = False
 
     def accelerate(self, scope: str, mode: str = "default") -> None:
         """torch.compile the DiT (in place). scope: one of COMPILE_SCOPES; mode: one of COMPILE_MODES.
@@ -58,6 +60,20 @@ class CosmosNetwork:
         elif scope == "full":
             self.transformer.compile(mode=mode)
         self.compiled = (scope, mode)
+
+    def accelerate_vae(self, compile_mode: str | None, channels_last: bool) -> None:
+        """Speed up encode_leading's resumed chunks (see causal_encode.py): compile them with
+        `compile_mode` (None: eager) and/or run them in channels-last-3d layout (the encoder's Conv3d
+        weights are converted in place; the values are unchanged, so decode and the full encode
+        give the same results as before)."""
+        if compile_mode is not None and compile_mode not in COMPILE_MODES:
+            raise ValueError(f"VAE compile mode {compile_mode!r} is not one of {COMPILE_MODES}")
+        if channels_last:
+            for module in self.vae.encoder.modules():
+                if isinstance(module, torch.nn.Conv3d):
+                    module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last_3d)
+        self.vae_compiled, self.vae_channels_last = compile_mode, channels_last
+        self._encoders.clear()
 
     @classmethod
     def build(
@@ -106,7 +122,8 @@ class CosmosNetwork:
         video: (B, 3, >= 1 + 4 (latent_frames - 1), H, W) in [-1, 1].
         """
         if constant_prefix not in self._encoders:
-            self._encoders[constant_prefix] = PrefixCachedEncoder(self.vae, constant_prefix)
+            self._encoders[constant_prefix] = PrefixCachedEncoder(self.vae, constant_prefix, self.vae_compiled,
+                                                                  self.vae_channels_last)
         moments = self._encoders[constant_prefix].encode(video.to(self.dtype), latent_frames)
         mean = moments[:, :LATENT_CHANNELS]  # the posterior mode; the other half is the log-variance
         return (mean.float() - self._mean) / self._std

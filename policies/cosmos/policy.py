@@ -26,6 +26,7 @@ import torch
 from robofleet.envs.contract import Observation
 from robofleet.policies.contract import Prediction, PreparedObservation
 from robofleet.policies.cosmos.camera import CameraPreparer
+from robofleet.policies.cosmos.causal_encode import pixel_frames
 from robofleet.policies.cosmos.config import LATENT_CHANNELS, VAE_SPATIAL_FACTOR
 from robofleet.policies.cosmos.denoiser import ConditionedDenoiser
 from robofleet.policies.cosmos.embeddings import EmbeddingTable, PseudoEmbeddings
@@ -110,25 +111,34 @@ class CosmosPolicy:
         return CosmosPolicy(self.network, self.layout, self.stats, self.embeddings, settings, self.camera_keys)
 
     def warm_up(self, batch_sizes: Sequence[int] | None = None) -> float:
-        """Run the DiT on every batch shape this policy will see; returns seconds.
+        """Run the compiled parts (DiT, VAE encode) on every batch shape this policy will see; returns seconds.
 
         A compiled DiT compiles on its first call (static shapes) and on the first call with another
         batch size (a dynamic batch dimension that then serves every size); with CUDA graphs
-        ("reduce-overhead"), each new batch size is also recorded once, on its second call. Doing it
-        here puts that time into the policy's load time, not into the first episodes.
+        ("reduce-overhead"), each new batch size is also recorded once, on its second call. A compiled
+        VAE encode compiles one static graph per batch size. Doing it here puts that time into the
+        policy's load time, not into the first episodes.
         batch_sizes: default (pad_to,) with pad_to, else (1, 2) (the two compiles); a replica passes
         every size up to its max_batch. Each size runs twice (warm-up, then CUDA-graph recording).
-        An eager (uncompiled) DiT has nothing to warm up: returns 0 at once.
+        With nothing compiled (eager DiT and VAE) there is nothing to warm up: returns 0 at once.
         """
         began = time.perf_counter()
-        if self.network.compiled[0] == "none":  # eager: nothing to compile or record
+        dit, vae = self.network.compiled[0] != "none", self.network.vae_compiled is not None
+        if not (dit or vae):
             return 0.0
         if batch_sizes is None:
             batch_sizes = (self.settings.pad_to,) if self.settings.pad_to else (1, 2)
+        needed = self._frames_to_encode(Mode.POLICY, False)
         for batch in batch_sizes:
             inputs = self.random_dit_inputs(batch)
             for _ in range(2):
-                self.network(*inputs)
+                if dit:
+                    self.network(*inputs)
+                if vae and needed < self.layout.num_frames:
+                    side = self.settings.image_size
+                    black = torch.full((batch, 3, pixel_frames(self.layout.num_frames), side, side), -1.0,
+                                       dtype=self.network.dtype, device=self.network.device)
+                    self.network.encode_leading(black, needed, self._constant_prefix)
         if self.network.device.type == "cuda":
             torch.cuda.synchronize(self.network.device)
         return time.perf_counter() - began
