@@ -49,13 +49,15 @@ from robofleet.policies.cosmos.factory import make_cosmos
 from robofleet.policies.cosmos.layout import Mode
 from robofleet.policies.cosmos.policy import CosmosPolicy
 
+_EAGER_VAE = {"vae_compile": "none", "vae_channels_last": "off"}
 VARIANTS: dict[str, dict[str, str]] = {
-    "eager": {"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token"},
-    "eager+vae": {"compile": "none", "vae_encode": "needed", "adaln_modulation": "per_token"},
+    "eager": {"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token", **_EAGER_VAE},
+    "eager+vae": {"compile": "none", "vae_encode": "needed", "adaln_modulation": "per_token", **_EAGER_VAE},
     "blocks+per-token-adaln": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed",
                                "adaln_modulation": "per_token"},
     "blocks": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed"},
     "full": {"compile": "full", "compile_mode": "default", "vae_encode": "needed"},
+    "full+cudagraphs+eager-vae": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed", **_EAGER_VAE},
     "full+cudagraphs": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed"},
     "blocks+fp8": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed", "dit_precision": "fp8"},
     "full+cudagraphs+fp8": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed",

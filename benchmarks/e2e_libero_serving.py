@@ -43,7 +43,8 @@ def policy_options(args: argparse.Namespace, eager: bool = False) -> dict[str, A
     """Cosmos options; eager=True is the reference's path (diffusers' DiT as it is, eager; every latent frame VAE-encoded)."""
     options = {"config": args.config, "checkpoint": "random", "device": args.device}
     if eager or args.eager:
-        options.update({"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token"})
+        options.update({"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token",
+                        "vae_compile": "none", "vae_channels_last": "off"})
     else:
         options.update({"compile": args.compile, "compile_mode": args.compile_mode, "dit_precision": args.dit_precision})
     return options
