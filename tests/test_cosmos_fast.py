@@ -158,6 +158,24 @@ def test_per_frame_modulation_equals_diffusers_per_token_modulation(full):
         assert a.value == pytest.approx(b.value, abs=1e-5)
 
 
+def test_gelu_epilogue_keeps_the_weights_and_the_values(full):
+    from robofleet.policies.cosmos.gelu_epilogue import EpilogueGELU
+
+    fused = make_cosmos({"config": "tiny", "device": "cpu", "vae_encode": "full", "compile": "none",
+                         "gelu_epilogue": "on"}, "libero")
+    blocks = fused.network.transformer.transformer_blocks
+    assert all(isinstance(block.ff.net[0], EpilogueGELU) for block in blocks)
+    ours, theirs = fused.network.transformer.state_dict(), full.network.transformer.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    with torch.no_grad():  # on the CPU the epilogue is the exact GELU: same values as diffusers
+        inputs = full.random_dit_inputs(2)
+        torch.testing.assert_close(fused.network(*inputs), full.network(*inputs), rtol=1e-5, atol=1e-5)
+    # an FP8 projection keeps diffusers' GELU module (the epilogue needs a plain Linear)
+    fp8 = make_cosmos({"config": "tiny", "device": "cpu", "compile": "none", "dit_precision": "fp8",
+                       "gelu_epilogue": "on"}, "libero")
+    assert not any(isinstance(b.ff.net[0], EpilogueGELU) for b in fp8.network.transformer.transformer_blocks)
+
+
 def test_per_frame_modulation_refuses_tokens_that_are_not_whole_frames():
     from diffusers.models.transformers.transformer_cosmos import CosmosAdaLayerNormZero
 
@@ -175,6 +193,7 @@ def test_per_frame_modulation_refuses_tokens_that_are_not_whole_frames():
     ({"vae_encode": "some"}, "vae_encode"),
     ({"vae_compile": "reduce-overhead"}, "vae_compile"),  # resumed chunks replay one graph: no CUDA graphs
     ({"vae_channels_last": True}, "vae_channels_last"),
+    ({"gelu_epilogue": "fast"}, "gelu_epilogue"),
     ({"compile": "blocks", "compile_mode": "reduce-overhead"}, "compile_mode"),  # per-block CUDA graphs clash
 ])
 def test_bad_fast_path_options_name_their_key(options, key):

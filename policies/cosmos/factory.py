@@ -83,6 +83,7 @@ class CosmosOptions:
     adaln_modulation: str = "per_frame"  # adaLN-LoRA once per latent frame (same values) | "per_token" (diffusers')
     vae_compile: str = "auto"  # torch.compile of the VAE encode: "auto" (default on CUDA) | "none" | a mode without CUDA graphs
     vae_channels_last: str = "auto"  # VAE encode in channels-last-3d layout: "auto" (on CUDA) | "on" | "off"
+    gelu_epilogue: str = "off"  # "on": feed-forward GELU inside the GEMM (cuBLASLt; tanh GELU on CUDA, gelu_epilogue.py)
 
 
 def _check_type(key: str, value: Any, expected: type) -> None:
@@ -103,6 +104,7 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
     types = {"config": str, "checkpoint": str, "vae": str, "embeddings": str, "device": str, "dtype": str,
              "vae_encode": str, "compile": str, "compile_mode": str, "dit_precision": str,
              "adaln_modulation": str, "vae_compile": str, "vae_channels_last": str,
+             "gelu_epilogue": str,
              "cameras": Mapping, "trust_pickle": bool, "autoregressive_future": bool, "autoregressive_value": bool,
              "jpeg_roundtrip": bool, "center_crop": bool, "return_future_images": bool, "return_latents": bool,
              "profile": bool}
@@ -118,7 +120,8 @@ def parse_options(options: Mapping[str, Any], env_family: str) -> CosmosOptions:
         raise SpecError("dtype", f"{parsed.dtype!r} is not one of {DTYPES}")
     for key, allowed in (("vae_encode", VAE_ENCODES), ("compile", COMPILE_CHOICES), ("compile_mode", COMPILE_MODE_CHOICES),
                          ("dit_precision", DIT_PRECISIONS), ("adaln_modulation", ADALN_MODULATIONS),
-                         ("vae_compile", VAE_COMPILE_CHOICES), ("vae_channels_last", SWITCH_CHOICES)):
+                         ("vae_compile", VAE_COMPILE_CHOICES), ("vae_channels_last", SWITCH_CHOICES),
+                         ("gelu_epilogue", SWITCH_CHOICES)):
         if getattr(parsed, key) not in allowed:
             raise SpecError(key, f"{getattr(parsed, key)!r} is not one of {allowed}")
     if parsed.compile == "blocks" and parsed.compile_mode in ("reduce-overhead", "max-autotune"):
@@ -155,6 +158,7 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
     from robofleet.policies.cosmos.embeddings import PseudoEmbeddings, load_embeddings
     from robofleet.policies.cosmos.fp8 import quantize_dit
     from robofleet.policies.cosmos.frame_modulation import modulate_per_frame
+    from robofleet.policies.cosmos.gelu_epilogue import fuse_gelu_epilogues
     from robofleet.policies.cosmos.network import CosmosNetwork, transformer_shapes
     from robofleet.policies.cosmos.policy import CosmosPolicy, InferenceSettings
     from robofleet.policies.cosmos.stats import DatasetStats
@@ -214,6 +218,8 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         report = quantize_dit(network.transformer)
         log.info("cosmos: FP8 DiT: %d Linear layers -> float8_e4m3fn rowwise, %.1f%% of the DiT's %.2fM parameters",
                  report.layers, 100 * report.share, report.total_parameters / 1e6)
+    if opts.gelu_epilogue == "on":  # after FP8: an FP8 projection keeps its own GELU
+        log.info("cosmos: feed-forward GELU in the GEMM epilogue in %d blocks", fuse_gelu_epilogues(network.transformer))
     scope = opts.compile if opts.compile != "auto" else ("full" if device.type == "cuda" else "none")
     mode = opts.compile_mode
     if mode == "auto":
