@@ -50,19 +50,18 @@ from robofleet.policies.cosmos.layout import Mode
 from robofleet.policies.cosmos.policy import CosmosPolicy
 
 _EAGER_VAE = {"vae_compile": "none", "vae_channels_last": "off"}
+_NO_EPILOGUE = {"gelu_epilogue": "off"}
 VARIANTS: dict[str, dict[str, str]] = {
-    "eager": {"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token", **_EAGER_VAE},
-    "eager+vae": {"compile": "none", "vae_encode": "needed", "adaln_modulation": "per_token", **_EAGER_VAE},
+    "eager": {"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token", **_EAGER_VAE, **_NO_EPILOGUE},
+    "eager+vae": {"compile": "none", "vae_encode": "needed", "adaln_modulation": "per_token", **_EAGER_VAE, **_NO_EPILOGUE},
     "blocks+per-token-adaln": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed",
-                               "adaln_modulation": "per_token"},
-    "blocks+eager-vae": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed", **_EAGER_VAE},
-    "blocks": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed"},
+                               "adaln_modulation": "per_token", **_NO_EPILOGUE},
+    "blocks+eager-vae": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed", **_EAGER_VAE, **_NO_EPILOGUE},
+    "blocks": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed", **_NO_EPILOGUE},
     "blocks+gelu-epilogue": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed", "gelu_epilogue": "on"},
-    "full": {"compile": "full", "compile_mode": "default", "vae_encode": "needed"},
-    "full+cudagraphs+eager-vae": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed", **_EAGER_VAE},
-    "full+cudagraphs": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed"},
-    "full+cudagraphs+gelu-epilogue": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed",
-                                      "gelu_epilogue": "on"},
+    "full": {"compile": "full", "compile_mode": "default", "vae_encode": "needed", **_NO_EPILOGUE},
+    "full+cudagraphs+eager-vae": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed", **_EAGER_VAE, **_NO_EPILOGUE},
+    "full+cudagraphs": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed"},  # the default on GPU
     "blocks+fp8": {"compile": "blocks", "compile_mode": "default", "vae_encode": "needed", "dit_precision": "fp8"},
     "full+cudagraphs+fp8": {"compile": "full", "compile_mode": "reduce-overhead", "vae_encode": "needed",
                             "dit_precision": "fp8"},

@@ -44,7 +44,7 @@ def policy_options(args: argparse.Namespace, eager: bool = False) -> dict[str, A
     options = {"config": args.config, "checkpoint": "random", "device": args.device}
     if eager or args.eager:
         options.update({"compile": "none", "vae_encode": "full", "adaln_modulation": "per_token",
-                        "vae_compile": "none", "vae_channels_last": "off"})
+                        "vae_compile": "none", "vae_channels_last": "off", "gelu_epilogue": "off"})
     else:
         options.update({"compile": args.compile, "compile_mode": args.compile_mode, "dit_precision": args.dit_precision})
     return options

@@ -83,7 +83,7 @@ class CosmosOptions:
     adaln_modulation: str = "per_frame"  # adaLN-LoRA once per latent frame (same values) | "per_token" (diffusers')
     vae_compile: str = "auto"  # torch.compile of the VAE encode: "auto" (default on CUDA) | "none" | a mode without CUDA graphs
     vae_channels_last: str = "auto"  # VAE encode in channels-last-3d layout: "auto" (on CUDA) | "on" | "off"
-    gelu_epilogue: str = "off"  # "on": feed-forward GELU inside the GEMM (cuBLASLt; tanh GELU on CUDA, gelu_epilogue.py)
+    gelu_epilogue: str = "auto"  # feed-forward GELU inside the GEMM: "auto" (on CUDA) | "on" | "off" (gelu_epilogue.py)
 
 
 def _check_type(key: str, value: Any, expected: type) -> None:
@@ -218,7 +218,7 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         report = quantize_dit(network.transformer)
         log.info("cosmos: FP8 DiT: %d Linear layers -> float8_e4m3fn rowwise, %.1f%% of the DiT's %.2fM parameters",
                  report.layers, 100 * report.share, report.total_parameters / 1e6)
-    if opts.gelu_epilogue == "on":  # after FP8: an FP8 projection keeps its own GELU
+    if opts.gelu_epilogue == "on" or (opts.gelu_epilogue == "auto" and device.type == "cuda"):  # after FP8: an FP8 projection keeps its GELU
         log.info("cosmos: feed-forward GELU in the GEMM epilogue in %d blocks", fuse_gelu_epilogues(network.transformer))
     scope = opts.compile if opts.compile != "auto" else ("full" if device.type == "cuda" else "none")
     mode = opts.compile_mode
