@@ -16,7 +16,7 @@ those of the full encode wherever the kernels are deterministic (tests/test_cosm
 this on the CPU; benchmarks/cosmos_fast.py reports the GPU difference).
 
 3. The resumed chunks always see the same shapes for a batch size, so they can run through a
-   torch.compile'd encoder (one static graph per batch size: the norms, SiLUs, pads and cache
+   torch.compile'd encoder (at most two graphs, as for the DiT: the norms, SiLUs, pads and cache
    concatenations between the convolutions fuse) and in channels-last-3d memory layout (cuDNN's
    native layout for 3-D convolutions on tensor cores). The prefix runs once per shape, eagerly.
 """
@@ -56,7 +56,9 @@ class PrefixCachedEncoder:
         self.vae = vae
         self.prefix_latents = prefix_latents
         self.channels_last = channels_last
-        self._resume_encoder = vae.encoder if compile_mode is None else torch.compile(vae.encoder, mode=compile_mode, dynamic=False)
+        # torch's automatic dynamic shapes: a static graph for the first batch size, then one with a
+        # dynamic batch dimension that serves every other size (two compiles, not one per size)
+        self._resume_encoder = vae.encoder if compile_mode is None else torch.compile(vae.encoder, mode=compile_mode)
         self._prefix: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, list[Any]]] = OrderedDict()
 
     @torch.no_grad()

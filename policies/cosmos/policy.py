@@ -116,7 +116,7 @@ class CosmosPolicy:
         A compiled DiT compiles on its first call (static shapes) and on the first call with another
         batch size (a dynamic batch dimension that then serves every size); with CUDA graphs
         ("reduce-overhead"), each new batch size is also recorded once, on its second call. A compiled
-        VAE encode compiles one static graph per batch size. Doing it here puts that time into the
+        VAE encode likewise (a static graph, then a dynamic-batch one). Doing it here puts that time into the
         policy's load time, not into the first episodes.
         batch_sizes: default (pad_to,) with pad_to, else (1, 2) (the two compiles); a replica passes
         every size up to its max_batch. Each size runs twice (warm-up, then CUDA-graph recording).
