@@ -52,13 +52,14 @@ VARIANTS: dict[str, tuple[str | None, bool, bool]] = {
     "max-autotune+channels_last": ("max-autotune-no-cudagraphs", True, False),
 }
 VAE_CATEGORIES = ("convolution", "triton_fused", "elementwise", "other", "idle")
+_FUSED = re.compile(r"^triton_|cpp_fused|Torch-Compiled Region|CompiledFxGraph|CompiledFunction")  # CPU: compiled regions
 _CONV = re.compile(r"conv|implicit|fprop|xmma|cudnn|nhwc|ndhwc|sm\d\d_", re.I)
 _ELEMENTWISE = re.compile(r"elementwise|vectorized|reduce|norm|silu|cat|copy|pad|fill", re.I)
 
 
 def vae_category(name: str) -> str:
     """The category of a kernel name in a VAE encode."""
-    if name.startswith("triton_"):
+    if _FUSED.search(name):
         return "triton_fused"
     if _CONV.search(name):
         return "convolution"

@@ -22,3 +22,22 @@ def test_tiny_cpu_benchmark_writes_every_measurement(tmp_path: Path):
     assert [row["batch_size"] for row in results["throughput"]] == [1, 2]
     assert all(row["samples_per_s"] > 0 for row in results["throughput"])
     assert results["reference_style_sequential"]["queries_per_s"] > 0
+
+
+def test_vae_encode_benchmark_compares_variants_with_eager(tmp_path: Path, monkeypatch):
+    benchmarks = BENCHMARK.parent
+    monkeypatch.syspath_prepend(str(benchmarks))  # the script imports its sibling modules
+    spec = importlib.util.spec_from_file_location("vae_encode", benchmarks / "vae_encode.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "vae.json"
+    module.main(["--config", "tiny", "--device", "cpu", "--batches", "1,2", "--repeats", "1", "--profile-batch", "2",
+                 "--variants", "eager,channels_last,compile+channels_last", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert list(results["variants"]) == ["eager", "channels_last", "compile+channels_last"]
+    assert results["latent_frames_encoded"] == 2  # the two camera frames after the blank + proprio prefix
+    for name, row in results["variants"].items():
+        assert [b["batch"] for b in row["batches"]] == [1, 2]
+        assert all(b["ms"] > 0 and b["vs_eager"]["rel_l2"] < 1e-5 for b in row["batches"]), name  # float32 on the CPU
+        assert set(row["profile"]["categories"]) == set(module.VAE_CATEGORIES)
+    assert results["variants"]["compile+channels_last"]["profile"]["categories"]["triton_fused"]["ms"] > 0
