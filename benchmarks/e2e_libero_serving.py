@@ -147,6 +147,8 @@ def main() -> None:
     for r in results["robofleet"]["figures"].get("replicas", []):
         print(f"replica {r['replica']}: batches {r['batch_size_histogram']}, model s/batch {r['model_s_per_batch_mean']:.3f}, "
               f"queue s mean {r['queue_s_mean']:.3f}, GPU peak {r['gpu_peak_memory_gb']} GB")
+        phases = r.get("phase_s_per_batch_mean", {})
+        print("  per batch: " + ", ".join(f"{k} {v:.3f}" for k, v in phases.items()))
 
 
 if __name__ == "__main__":

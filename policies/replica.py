@@ -67,6 +67,7 @@ class PolicyReplica:
         self._loop_task: asyncio.Task | None = None
         self._batch_sizes: Counter[int] = Counter()
         self._model_s: list[float] = []
+        self._phase_s: dict[str, tuple[float, int]] = {}  # stats key -> (sum of seconds, batches)
         self._queue_s: list[float] = []
         self._prepared_by_clients = 0
 
@@ -133,6 +134,7 @@ class PolicyReplica:
                 self._in_model = 0
             self._batch_sizes[len(batch)] += 1
             self._model_s.append(model_s)
+            self._record_phases(results)
             for r, result in zip(batch, results):
                 self._queue_s.append(cut - r.arrived)
                 if isinstance(result, Prediction):
@@ -141,6 +143,17 @@ class PolicyReplica:
                     result = replace(result, stats=stats)
                 if not r.future.done():
                     r.future.set_result(result)
+
+    def _record_phases(self, results: list[Any]) -> None:
+        """Add one batch's per-phase seconds (a policy's `seconds_*` / `gpu_seconds_*` stats, the same
+        on every result of the batch) to the running sums."""
+        first = next((r for r in results if isinstance(r, Prediction)), None)
+        if first is None:
+            return
+        for key, value in first.stats.items():
+            if key.startswith(("seconds_", "gpu_seconds_")):
+                total, count = self._phase_s.get(key, (0.0, 0))
+                self._phase_s[key] = (total + float(value), count + 1)
 
     def _count(self, kind: tuple[str, int | None]) -> int:
         return sum(1 for r in self._queue if r.kind == kind)
@@ -182,6 +195,8 @@ class PolicyReplica:
             "model_s_total": float(np.sum(self._model_s)),
             "queue_s_mean": float(np.mean(self._queue_s)) if self._queue_s else 0.0,
             "queue_s_p99": float(np.percentile(self._queue_s, 99)) if self._queue_s else 0.0,
+            # per batch, by phase: host clock (seconds_*) and, on CUDA, the GPU timeline (gpu_seconds_*)
+            "phase_s_per_batch_mean": {key: total / count for key, (total, count) in sorted(self._phase_s.items())},
             "gpu_peak_memory_gb": _gpu_peak_memory_gb(),
         }
 

@@ -62,6 +62,11 @@ def test_batches_form_when_workers_ask_together(ray_cluster, tmp_path):
     histogram = summary["figures"]["replicas"][0]["batch_size_histogram"]
     assert any(int(size) > 1 for size in histogram), histogram
     assert summary["figures"]["this_invocation"]["chunks_per_s"] > 0
+    replica = summary["figures"]["replicas"][0]
+    phases = replica["phase_s_per_batch_mean"]  # where a batch's model time goes (host clock on the CPU)
+    assert {"seconds_vae_encode", "seconds_dit", "seconds_preprocess"} <= set(phases), phases
+    assert all(value > 0 for value in phases.values()) and not any(k.startswith("gpu_") for k in phases)
+    assert sum(phases.values()) <= replica["model_s_per_batch_mean"] * 1.01
     with (tmp_path / "episodes.csv").open() as f:
         assert all(float(r["model_s"]) > 0 for r in csv.DictReader(f)), "per-request model time is recorded"
 

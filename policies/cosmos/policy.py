@@ -291,6 +291,7 @@ class CosmosPolicy:
                 "network_evaluations": evaluations,
                 "seconds": time.perf_counter() - began,
                 **{f"seconds_{name}": value for name, value in timer.seconds.items()},
+                **{f"gpu_seconds_{name}": value for name, value in timer.gpu_seconds().items()},
             }
             for index, output in zip(batch, outputs):
                 if isinstance(output, CosmosPrediction):
