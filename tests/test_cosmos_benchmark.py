@@ -41,3 +41,21 @@ def test_vae_encode_benchmark_compares_variants_with_eager(tmp_path: Path, monke
         assert all(b["ms"] > 0 and b["vs_eager"]["rel_l2"] < 1e-5 for b in row["batches"]), name  # float32 on the CPU
         assert set(row["profile"]["categories"]) == set(module.VAE_CATEGORIES)
     assert results["variants"]["compile+channels_last"]["profile"]["categories"]["triton_fused"]["ms"] > 0
+
+
+def test_vae_dit_overlap_probe_times_every_schedule(tmp_path: Path, monkeypatch):
+    benchmarks = BENCHMARK.parent
+    monkeypatch.syspath_prepend(str(benchmarks))
+    spec = importlib.util.spec_from_file_location("vae_dit_overlap", benchmarks / "vae_dit_overlap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "overlap.json"
+    module.main(["--config", "tiny", "--device", "cpu", "--variant", "eager", "--batches", "1,2", "--repeats", "1",
+                 "--steps", "2", "--out", str(out)])
+    results = json.loads(out.read_text())
+    assert [row["batch"] for row in results["batches"]] == [1, 2]
+    for row in results["batches"]:
+        for key in ("dit_ms", "vae_ms", "sequential_ms", "overlapped_ms", "overlapped_high_priority_ms", "chunks_per_s"):
+            assert row[key] > 0, key
+        # the two schedules do the same work: neither can beat the slower of its two parts by much
+        assert row["overlapped_ms"] > 0.5 * max(row["dit_ms"], row["vae_ms"])
