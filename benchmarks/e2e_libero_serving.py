@@ -87,7 +87,7 @@ def robofleet_run(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         "name": "e2e-serving",
         "env": {"family": "libero", "suite": args.suite, "tasks": list(range(args.tasks)),
                 "trials": max(1, args.episodes // args.tasks), "image_size": args.image_size,
-                "max_steps": args.max_steps},
+                "max_steps": args.max_steps, "render_steps": args.render_steps},
         "policy": {"name": "cosmos", **policy_options(args)},
         "planner": {"name": "direct"},
         "serving": {"replicas": args.replicas, "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms,
@@ -109,6 +109,8 @@ def main() -> None:
     parser.add_argument("--ref-episodes", type=int, default=2, help="reference-loop episodes")
     parser.add_argument("--max-steps", type=int, default=64, help="fixed episode length (policy steps)")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--render-steps", default="observed", choices=("observed", "every"),
+                        help="robofleet side's env.render_steps (the reference loop renders every step, as LIBERO's eval)")
     parser.add_argument("--workers", type=int, default=14)
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
     parser.add_argument("--replicas", type=int, default=1)

@@ -51,8 +51,12 @@ class Env(Protocol):
     def reset(self, task_id: int, trial: int, seed: int) -> Observation:
         """Start trial `trial` of task `task_id` from the suite's fixed init state; settle it."""
 
-    def step(self, action: np.ndarray) -> Step:
-        """Apply one action, shape (action_dim,) float in env units."""
+    def step(self, action: np.ndarray, render: bool = True) -> Step:
+        """Apply one action, shape (action_dim,) float in env units.
+
+        render=False: nobody will look at this step's images, so the env may skip rendering them
+        (Observation.images is then empty); the physics must be the same either way.
+        """
 
     def get_state(self) -> np.ndarray:
         """The full simulator state as a flat float64 vector (restorable with set_state)."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from robofleet.envs.camera_gate import CameraGate
 from robofleet.envs.contract import Observation, Step
 from robofleet.envs.libero_setup import prepare_libero
 from robofleet.envs.libero_suites import DUMMY_ACTION, LIBERO_SUITES, WAIT_STEPS
@@ -63,6 +64,7 @@ class LiberoEnv:
         self.hard_reset = hard_reset
         self._suite = benchmark.get_benchmark_dict()[suite]()
         self._env = None
+        self._gate: CameraGate | None = None
         self._task_id: int | None = None
         self._instruction = ""
         self._goal: list[list[str]] = []
@@ -93,6 +95,8 @@ class LiberoEnv:
             camera_widths=self.image_size,
             hard_reset=self.hard_reset,
         )
+        if self.render_cameras:
+            self._gate = CameraGate(self._env.env, CAMERAS, self.image_size, self.image_size)
         self._task_id = task_id
         self._instruction = task.language
         self._goal = [list(map(str, g)) for g in self._env.env.parsed_problem["goal_state"]]
@@ -107,19 +111,28 @@ class LiberoEnv:
             raise EpisodeError(f"trial {trial} out of range: task {task_id} has {len(self._init_states)} init states")
         self._env.seed(int(seed) % 2**31)
         self._env.reset()
+        if self._gate is not None:
+            self._gate.install()
         raw = self._env.set_init_state(self._init_states[trial])
-        for _ in range(self.wait_steps):
-            raw, _, _, _ = self._env.step(list(DUMMY_ACTION))
+        for index in range(self.wait_steps):  # only the last wait step's images are looked at
+            raw, _, _, _ = self._raw_step(list(DUMMY_ACTION), render=index == self.wait_steps - 1)
         return self._observation(raw)
 
-    def step(self, action: np.ndarray) -> Step:
+    def step(self, action: np.ndarray, render: bool = True) -> Step:
+        """render=False: skip the camera renders of this step (Observation.images is then empty)."""
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (ACTION_DIM,):
             raise EpisodeError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise EpisodeError(f"non-finite action {action.tolist()}")
-        raw, reward, done, info = self._env.step(action.tolist())
-        return Step(obs=self._observation(raw), done=bool(done), success=bool(done), info={"reward": float(reward)})
+        raw, reward, done, info = self._raw_step(action.tolist(), render)
+        return Step(obs=self._observation(raw, with_images=render), done=bool(done), success=bool(done),
+                    info={"reward": float(reward)})
+
+    @property
+    def renders_skipped(self) -> int:
+        """Camera renders skipped since this simulator was built (render=False steps, wait steps)."""
+        return 0 if self._gate is None else self._gate.skipped
 
     def get_state(self) -> np.ndarray:
         return np.array(self._env.get_sim_state(), dtype=np.float64, copy=True)
@@ -134,12 +147,19 @@ class LiberoEnv:
         if self._env is not None:
             self._env.close()
             self._env = None
+            self._gate = None
             self._task_id = None
 
     # -- helpers -------------------------------------------------------------------------------
-    def _observation(self, raw: dict[str, Any]) -> Observation:
+    def _raw_step(self, action: list[float], render: bool) -> tuple[dict[str, Any], float, bool, dict]:
+        if render or self._gate is None:
+            return self._env.step(action)
+        with self._gate.closed():
+            return self._env.step(action)
+
+    def _observation(self, raw: dict[str, Any], with_images: bool = True) -> Observation:
         images = {}
-        if self.render_cameras:
+        if self.render_cameras and with_images:
             for cam in CAMERAS:
                 images[cam] = np.ascontiguousarray(np.flipud(raw[f"{cam}_image"]))
         proprio = np.concatenate([np.asarray(raw[k], dtype=np.float32) for k in PROPRIO_KEYS])

@@ -22,10 +22,12 @@ Create it inside the worker process: EGL contexts do not survive a fork or pickl
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from robofleet.envs.camera_gate import CameraGate
 from robofleet.envs.contract import Observation, Step
 from robofleet.envs.robosuite_tasks import (
     ACTION_DIM,
@@ -101,6 +103,9 @@ class RobosuiteSimEnv:
     robot's (`_robot_action`) and how an observation is labelled (`_observation`)."""
 
     _env: Any = None
+    _gate: CameraGate | None = None
+    cameras: tuple[str, ...] = ()
+    image_size: int = 256
 
     def _robot_action(self, action: np.ndarray) -> np.ndarray:
         """A policy action -> the robot's float64 action (checked)."""
@@ -109,11 +114,26 @@ class RobosuiteSimEnv:
     def _observation(self, raw: Mapping[str, Any]) -> Observation:
         raise NotImplementedError
 
-    def step(self, action: np.ndarray) -> Step:
-        """One policy action; success = the task's `_check_success()` after it."""
-        raw, reward, _, _ = self._env.step(self._robot_action(action))
+    def step(self, action: np.ndarray, render: bool = True) -> Step:
+        """One policy action; success = the task's `_check_success()` after it.
+        render=False: skip the camera renders of this step (Observation.images is then empty)."""
+        robot_action = self._robot_action(action)
+        if render or not self.cameras:
+            raw, reward, _, _ = self._env.step(robot_action)
+            obs = self._observation(raw)
+        else:
+            with self._camera_gate().closed():
+                raw, reward, _, _ = self._env.step(robot_action)
+            obs = replace(self._observation(raw), images={})
         success = bool(self._env._check_success())
-        return Step(obs=self._observation(raw), done=success, success=success, info={"reward": float(reward)})
+        return Step(obs=obs, done=success, success=success, info={"reward": float(reward)})
+
+    def _camera_gate(self) -> CameraGate:
+        """The gate on the current simulator's cameras (re-installed: resets may put fresh sensors back)."""
+        if self._gate is None or self._gate.env is not self._env:
+            self._gate = CameraGate(self._env, self.cameras, self.image_size, self.image_size)
+        self._gate.install()
+        return self._gate
 
     def get_state(self) -> np.ndarray:
         """The flattened MuJoCo state (float64), for set_state."""
@@ -204,8 +224,12 @@ class RobosuiteEnv(RobosuiteSimEnv):
             self._build(task_id)
         reseed(self._env, seed)
         raw = self._env.reset()
-        for _ in range(self.wait_steps):
-            raw, _, _, _ = self._env.step(np.asarray(DUMMY_ACTION))
+        for index in range(self.wait_steps):  # only the last wait step's images are looked at
+            if index == self.wait_steps - 1 or not self.cameras:
+                raw, _, _, _ = self._env.step(np.asarray(DUMMY_ACTION))
+            else:
+                with self._camera_gate().closed():
+                    raw, _, _, _ = self._env.step(np.asarray(DUMMY_ACTION))
         return self._observation(raw)
 
     def _robot_action(self, action: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The episode loop. It runs inside an EnvWorker; the driver only schedules and records.
 
 reset (init state + wait steps) -> loop { decide(obs, query seed) -> execute the first
-open_loop_steps actions of the chunk } until success or the step limit. Exceptions become the
+open_loop_steps actions of the chunk, rendering the cameras on the last of them only } until
+success or the step limit. Exceptions become the
 episode's `error` (with traceback), never a silent failure.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ def run_episode(
     episode: EpisodeSpec,
     open_loop_steps: int | None = None,
     video_path: Path | None = None,
+    render_every_step: bool = False,
 ) -> dict[str, Any]:
     """Run one episode; returns the result fields of its row (see platform/results.py).
 
@@ -39,6 +41,9 @@ def run_episode(
 
     open_loop_steps: how many leading actions of each predicted chunk to execute before asking
         again (None = the whole chunk). The first ones, never the last ones.
+    render_every_step: render the cameras on every step. By default only the steps whose
+        observation is read are rendered: the last step of each executed chunk (the next decision's
+        input), and every step when a video is recorded. The physics is the same either way.
     """
     timings = {"reset_s": 0.0, "policy_s": 0.0, "env_s": 0.0, "queue_s": 0.0, "model_s": 0.0}
     steps = queries = 0
@@ -73,8 +78,9 @@ def run_episode(
                 video.add(first_frame, predicted)
                 first_frame = None
             t = time.perf_counter()
-            for action in chunk[:n]:
-                result = env.step(action)
+            for index, action in enumerate(chunk[:n]):
+                looked_at = render_every_step or video is not None or index == n - 1
+                result = env.step(action, render=looked_at)
                 steps += 1
                 obs = result.obs
                 if video:

@@ -120,6 +120,7 @@ class EnvWorker:
             self.planner,
             episode,
             open_loop_steps=self.spec.policy.open_loop_steps,
+            render_every_step=self.spec.env.render_steps == "every",
             video_path=Path(video_path) if video_path else None,
         )
         row["task"] = self.env.task_name(episode.task_id)

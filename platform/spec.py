@@ -12,6 +12,8 @@ A spec (see examples/*.toml):
     trials = 5                    # per task; trial i uses the suite's fixed init state i
     image_size = 256              # camera pixels (square)
     render_cameras = true         # false: no images (privileged policies only; ~10x faster on CPU)
+    render_steps = "observed"     # render cameras only on steps a decision reads | "every" step (as
+                                  # LIBERO's eval loop does; same physics, only slower)
     reset = "hard"                # "hard" (bit-identical episodes) | "soft" (faster, not identical)
     max_steps = 280               # optional; default: the suite's protocol limit
 
@@ -61,6 +63,7 @@ from robofleet.platform.errors import SpecError
 
 ENV_FAMILIES = ("libero", "robosuite", "robocasa")
 RESET_MODES = ("hard", "soft")
+RENDER_STEPS = ("observed", "every")
 MAX_TRIALS_SEEDED = 10_000  # robosuite / robocasa: initial states come from seeds, not from a file
 MAX_STEPS_SEEDED = 10_000  # their horizon is ours (ignore_done), not robosuite's 1000
 
@@ -76,6 +79,7 @@ class EnvSpec:
     reset: str = "hard"
     max_steps: int | None = None
     cameras: tuple[str, ...] = ()  # robosuite / robocasa: cameras rendered (LIBERO's are fixed: empty)
+    render_steps: str = "observed"  # "observed": cameras rendered only on steps a decision reads | "every"
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class RunSpec:
         data = self.to_dict()
         data.pop("run")
         data.pop("name")
+        data["env"].pop("render_steps")  # which steps' images are rendered changes no episode (camera_gate.py)
         serving = data.pop("serving")
         if serving["deterministic"]:  # then batching and placement cannot change results
             data["serving"] = {"deterministic": True, "max_batch": serving["max_batch"]}
@@ -208,7 +213,8 @@ def _cameras(value: Any, allowed: tuple[str, ...], where: str) -> tuple[str, ...
     return tuple(value)
 
 
-ENV_KEYS = ("family", "suite", "tasks", "trials", "image_size", "render_cameras", "reset", "max_steps", "cameras")
+ENV_KEYS = ("family", "suite", "tasks", "trials", "image_size", "render_cameras", "render_steps", "reset", "max_steps",
+            "cameras")
 
 
 def _env_spec(table: Any) -> EnvSpec:
@@ -234,6 +240,7 @@ def _env_spec(table: Any) -> EnvSpec:
         trials=_int(_require(table, "trials", where), "env.trials", 1, TRIALS_PER_INIT_FILE),
         image_size=_int(table.get("image_size", 256), "env.image_size", 32, 1024),
         render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
+        render_steps=_choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
         reset=_choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
         max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, 990),
     )
@@ -255,6 +262,7 @@ def _robosuite_env_spec(table: Mapping[str, Any]) -> EnvSpec:
         trials=_int(_require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
         image_size=_int(table.get("image_size", 256), "env.image_size", 32, 1024),
         render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
+        render_steps=_choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
         reset=_choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
         max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
         cameras=_cameras(table.get("cameras", list(robosuite_tasks.DEFAULT_CAMERAS)), allowed, where),
@@ -278,6 +286,7 @@ def _robocasa_env_spec(table: Mapping[str, Any]) -> EnvSpec:
         trials=_int(_require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
         image_size=_int(table.get("image_size", robocasa_tasks.IMAGE_SIZE), "env.image_size", 32, 1024),
         render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
+        render_steps=_choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
         reset=reset,
         max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
         cameras=_cameras(table.get("cameras", list(robocasa_tasks.CAMERAS)), allowed, "robocasa"),

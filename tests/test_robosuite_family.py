@@ -272,3 +272,33 @@ def test_one_sweep_runs_libero_and_robosuite_points_each_in_its_environment(ray_
                                                                  ("robosuite", "1.5.2", "3.3.1")]):
         [row] = [line for line in md.splitlines() if line.startswith(f"| {point.name} | {family} | ")]
         assert row.split(" | ")[3:5] == [robosuite, mujoco], row  # run, family, python, robosuite, mujoco
+
+
+def test_skipping_unobserved_renders_keeps_the_episode_bit_identical():
+    """robosuite 1.5 through envs/camera_gate.py: the same actions with every step rendered and with
+    every 3rd step rendered give the same state and the same images on the rendered steps."""
+    facts = in_rs15("""
+        import json
+        import numpy as np
+        from robofleet.envs.robosuite15 import RobosuiteEnv
+
+        env = RobosuiteEnv("single_arm", image_size=32, cameras=["agentview", "robot0_eye_in_hand"], wait_steps=3)
+        actions = np.random.default_rng(1).uniform(-0.5, 0.5, size=(9, 7))
+        runs = []
+        for every in (True, False):
+            env.reset(0, 0, 11)
+            seen, empty = [], True
+            for i, a in enumerate(actions):
+                render = every or i % 3 == 2
+                step = env.step(a, render=render)
+                if i % 3 == 2:
+                    seen.append(np.concatenate([step.obs.images[c].ravel() for c in sorted(step.obs.images)]))
+                elif not every:
+                    empty = empty and step.obs.images == {}
+            runs.append((env.get_state(), seen, empty, env._gate.skipped if env._gate else 0))
+        (s1, i1, _, k1), (s2, i2, e2, k2) = runs
+        print(json.dumps({"same_state": bool(np.array_equal(s1, s2)), "same_images": all(np.array_equal(a, b) for a, b in zip(i1, i2)),
+                          "images_nonblank": all(a.any() for a in i1), "unrendered_empty": e2, "skipped": k2 - k1}))
+    """)
+    assert facts["same_state"] and facts["same_images"] and facts["images_nonblank"]
+    assert facts["unrendered_empty"] and facts["skipped"] == 2 * (6 + 2)  # 2 cameras x (6 unobserved + 2 wait steps)
