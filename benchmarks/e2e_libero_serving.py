@@ -51,7 +51,9 @@ def policy_options(args: argparse.Namespace, eager: bool = False) -> dict[str, A
 
 
 def reference_loop(args: argparse.Namespace) -> dict[str, Any]:
-    """The reference's way: one env, one batch-1 policy call per chunk, episodes one after another."""
+    """The reference's way: one env, one batch-1 policy call per chunk, episodes one after another;
+    the cameras rendered on every step as LIBERO's evaluation does (--ref-render-steps observed: only
+    on the chunk ends, robofleet's default, to see what that alone is worth)."""
     from robofleet.envs.libero import LiberoEnv
     from robofleet.policies.registry import make_policy
 
@@ -67,8 +69,9 @@ def reference_loop(args: argparse.Namespace) -> dict[str, Any]:
         while done_steps < env.max_steps:
             chunk = policy.predict([obs], [episode * 1000 + queries])[0].actions
             queries += 1
-            for action in chunk:
-                obs = env.step(action).obs
+            for index, action in enumerate(chunk):
+                render = args.ref_render_steps == "every" or index == len(chunk) - 1
+                obs = env.step(action, render=render).obs
                 done_steps += 1
                 if done_steps >= env.max_steps:
                     break
@@ -121,13 +124,19 @@ def main() -> None:
     parser.add_argument("--compile", default="auto", help="robofleet side's cosmos `compile` option")
     parser.add_argument("--compile-mode", default="auto", help="robofleet side's cosmos `compile_mode` option")
     parser.add_argument("--dit-precision", default="bf16", help="robofleet side's cosmos `dit_precision` (fp8: opt-in)")
+    parser.add_argument("--ref-render-steps", default="every", choices=("every", "observed"),
+                        help="the reference loop's rendering: every step (LIBERO's eval) or only chunk ends")
+    parser.add_argument("--sides", default="reference,robofleet", help="which loops to run (comma-separated)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
+    sides = args.sides.split(",")
     samples: dict[str, list[float]] = {"reference": [], "robofleet": []}
     results: dict[str, Any] = {"args": vars(args)}
     for name, fn in (("reference", lambda: reference_loop(args)),
                      ("robofleet", lambda: robofleet_run(args, Path(tempfile.mkdtemp(prefix="e2e-"))))):
+        if name not in sides:
+            continue
         stop = threading.Event()
         sampler = threading.Thread(target=gpu_utilisation_sampler, args=(stop, samples[name]), daemon=True)
         sampler.start()
@@ -136,17 +145,22 @@ def main() -> None:
         sampler.join()
         util = samples[name]
         results[name]["gpu_utilisation_pct_mean"] = sum(util) / len(util) if util else None
-    fig = results["robofleet"]["figures"]["this_invocation"]
-    results["speedup_episodes_per_hour"] = fig["episodes_per_hour"] / results["reference"]["episodes_per_hour"]
+    rows = {}
+    if "reference" in results:
+        rows["reference"] = results["reference"]
+    if "robofleet" in results:
+        rows["robofleet"] = results["robofleet"]["figures"]["this_invocation"]
+    if len(rows) == 2:
+        results["speedup_episodes_per_hour"] = rows["robofleet"]["episodes_per_hour"] / rows["reference"]["episodes_per_hour"]
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
-    ref = results["reference"]
     print(f"{'':12s} {'episodes/h':>11s} {'env steps/s':>12s} {'chunks/s':>9s} {'GPU util %':>10s}")
-    for name, row in (("reference", ref), ("robofleet", fig)):
+    for name, row in rows.items():
         util = results[name]["gpu_utilisation_pct_mean"]
         print(f"{name:12s} {row['episodes_per_hour']:11.1f} {row['env_steps_per_s']:12.1f} {row['chunks_per_s']:9.2f} "
               f"{util if util is not None else float('nan'):10.1f}")
-    print(f"speed-up: {results['speedup_episodes_per_hour']:.1f}x")
-    for r in results["robofleet"]["figures"].get("replicas", []):
+    if "speedup_episodes_per_hour" in results:
+        print(f"speed-up: {results['speedup_episodes_per_hour']:.1f}x")
+    for r in results.get("robofleet", {}).get("figures", {}).get("replicas", []):
         print(f"replica {r['replica']}: batches {r['batch_size_histogram']}, model s/batch {r['model_s_per_batch_mean']:.3f}, "
               f"queue s mean {r['queue_s_mean']:.3f}, GPU peak {r['gpu_peak_memory_gb']} GB")
         phases = r.get("phase_s_per_batch_mean", {})
