@@ -57,10 +57,6 @@ class CameraGate:
             observable.set_sensor(self._gated[camera])                        # a blank, not a render
             self._open, self.skipped = was_open, skipped
 
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
     @contextmanager
     def closed(self) -> Iterator[None]:
         """No camera renders inside (the observation's images are blanks, not pictures)."""
