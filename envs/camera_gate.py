@@ -6,10 +6,10 @@ step's cost on the CPU and, with NVIDIA EGL, GPU time taken from a policy replic
 
 CameraGate wraps each camera's RGB sensor of a robosuite env (again after each hard reset, which
 puts fresh sensors back): while the gate is closed the sensor returns a blank image of the same
-shape instead of rendering. Nothing else
-changes: the observables' sampling timers run as before, so an image rendered with the gate open is
-taken at the same simulation substep as without the gate, and rendering never writes the physics
-state, so the episode is bit-identical (tests/test_camera_gate.py checks both).
+shape instead of rendering. Nothing else changes: the observables' sampling timers run as before,
+so an image rendered with the gate open is taken at the same simulation substep as without the
+gate, and rendering never writes the physics state, so the episode is bit-identical
+(tests/test_camera_gate.py checks both).
 """
 from __future__ import annotations
 

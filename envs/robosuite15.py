@@ -117,16 +117,17 @@ class RobosuiteSimEnv:
     def step(self, action: np.ndarray, render: bool = True) -> Step:
         """One policy action; success = the task's `_check_success()` after it.
         render=False: skip the camera renders of this step (Observation.images is then empty)."""
-        robot_action = self._robot_action(action)
-        if render or not self.cameras:
-            raw, reward, _, _ = self._env.step(robot_action)
-            obs = self._observation(raw)
-        else:
-            with self._camera_gate().closed():
-                raw, reward, _, _ = self._env.step(robot_action)
-            obs = replace(self._observation(raw), images={})
+        raw, reward, _, _ = self._raw_step(self._robot_action(action), render)
+        obs = self._observation(raw) if render else replace(self._observation(raw), images={})
         success = bool(self._env._check_success())
         return Step(obs=obs, done=success, success=success, info={"reward": float(reward)})
+
+    def _raw_step(self, action: np.ndarray, render: bool) -> tuple[dict[str, Any], float, bool, dict]:
+        """robosuite's step, its camera renders skipped unless `render` (or nothing is rendered anyway)."""
+        if render or not self.cameras:
+            return self._env.step(action)
+        with self._camera_gate().closed():
+            return self._env.step(action)
 
     def _camera_gate(self) -> CameraGate:
         """The gate on the current simulator's cameras (re-installed: resets may put fresh sensors back)."""
@@ -225,11 +226,7 @@ class RobosuiteEnv(RobosuiteSimEnv):
         reseed(self._env, seed)
         raw = self._env.reset()
         for index in range(self.wait_steps):  # only the last wait step's images are looked at
-            if index == self.wait_steps - 1 or not self.cameras:
-                raw, _, _, _ = self._env.step(np.asarray(DUMMY_ACTION))
-            else:
-                with self._camera_gate().closed():
-                    raw, _, _, _ = self._env.step(np.asarray(DUMMY_ACTION))
+            raw, _, _, _ = self._raw_step(np.asarray(DUMMY_ACTION), render=index == self.wait_steps - 1)
         return self._observation(raw)
 
     def _robot_action(self, action: np.ndarray) -> np.ndarray:

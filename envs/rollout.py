@@ -2,8 +2,8 @@
 
 reset (init state + wait steps) -> loop { decide(obs, query seed) -> execute the first
 open_loop_steps actions of the chunk, rendering the cameras on the last of them only } until
-success or the step limit. Exceptions become the
-episode's `error` (with traceback), never a silent failure.
+success or the step limit. Exceptions become the episode's `error` (with traceback), never a
+silent failure.
 """
 from __future__ import annotations
 

@@ -1,17 +1,27 @@
-"""benchmarks/cosmos_inference.py runs end to end on CPU with the tiny network."""
+"""The Cosmos benchmarks (cosmos_inference, vae_encode, vae_dit_overlap) run end to end on CPU with the tiny network."""
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "cosmos_inference.py"
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def test_tiny_cpu_benchmark_writes_every_measurement(tmp_path: Path):
-    spec = importlib.util.spec_from_file_location("cosmos_inference", BENCHMARK)
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """benchmarks/<name>.py as a module; its folder on sys.path, since the scripts import their siblings."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_cpu_benchmark_writes_every_measurement(tmp_path: Path, monkeypatch):
+    module = load_benchmark("cosmos_inference", monkeypatch)
     out = tmp_path / "results.json"
     module.main(["--config", "tiny", "--device", "cpu", "--batch-sizes", "1,2", "--warmup", "1", "--repeats", "1",
                  "--out", str(out)])
@@ -25,11 +35,7 @@ def test_tiny_cpu_benchmark_writes_every_measurement(tmp_path: Path):
 
 
 def test_vae_encode_benchmark_compares_variants_with_eager(tmp_path: Path, monkeypatch):
-    benchmarks = BENCHMARK.parent
-    monkeypatch.syspath_prepend(str(benchmarks))  # the script imports its sibling modules
-    spec = importlib.util.spec_from_file_location("vae_encode", benchmarks / "vae_encode.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("vae_encode", monkeypatch)
     out = tmp_path / "vae.json"
     module.main(["--config", "tiny", "--device", "cpu", "--batches", "1,2", "--repeats", "1", "--profile-batch", "2",
                  "--variants", "eager,channels_last,compile+channels_last", "--out", str(out)])
@@ -44,11 +50,7 @@ def test_vae_encode_benchmark_compares_variants_with_eager(tmp_path: Path, monke
 
 
 def test_vae_dit_overlap_probe_times_every_schedule(tmp_path: Path, monkeypatch):
-    benchmarks = BENCHMARK.parent
-    monkeypatch.syspath_prepend(str(benchmarks))
-    spec = importlib.util.spec_from_file_location("vae_dit_overlap", benchmarks / "vae_dit_overlap.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("vae_dit_overlap", monkeypatch)
     out = tmp_path / "overlap.json"
     module.main(["--config", "tiny", "--device", "cpu", "--variant", "eager", "--batches", "1,2", "--repeats", "1",
                  "--steps", "2", "--out", str(out)])

@@ -129,15 +129,16 @@ class CosmosPolicy:
         if batch_sizes is None:
             batch_sizes = (self.settings.pad_to,) if self.settings.pad_to else (1, 2)
         needed = self._frames_to_encode(Mode.POLICY, False)
+        encodes = vae and needed < self.layout.num_frames
+        side = self.settings.image_size
         for batch in batch_sizes:
             inputs = self.random_dit_inputs(batch)
+            black = torch.full((batch, 3, pixel_frames(self.layout.num_frames), side, side), -1.0,
+                               dtype=self.network.dtype, device=self.network.device) if encodes else None
             for _ in range(2):
                 if dit:
                     self.network(*inputs)
-                if vae and needed < self.layout.num_frames:
-                    side = self.settings.image_size
-                    black = torch.full((batch, 3, pixel_frames(self.layout.num_frames), side, side), -1.0,
-                                       dtype=self.network.dtype, device=self.network.device)
+                if encodes:
                     self.network.encode_leading(black, needed, self._constant_prefix)
         if self.network.device.type == "cuda":
             torch.cuda.synchronize(self.network.device)
