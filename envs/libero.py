@@ -40,6 +40,9 @@ class LiberoEnv:
         hard_reset: True reloads the model on every reset (bit-identical episodes, ~2.5 s);
             False is ~10x faster but not bit-identical to a hard reset. Recorded in results.
         max_steps: policy steps per episode; None = the suite's protocol limit.
+        reseed_every_step: seed numpy's global RNG (LIBERO's placement samplers draw from it) with
+            `reset`'s seed before every env step too, as the reference's deterministic mode does
+            with 0 (platform/protocol.py). The reset itself always seeds it first.
     """
 
     action_dim = ACTION_DIM
@@ -52,6 +55,7 @@ class LiberoEnv:
         hard_reset: bool = True,
         max_steps: int | None = None,
         wait_steps: int = WAIT_STEPS,
+        reseed_every_step: bool = False,
     ):
         prepare_libero()
         from libero.libero import benchmark  # noqa: PLC0415 - must follow prepare_libero()
@@ -62,6 +66,8 @@ class LiberoEnv:
         self.image_size = image_size
         self.render_cameras = render_cameras
         self.hard_reset = hard_reset
+        self.reseed_every_step = reseed_every_step
+        self._step_seed = 0
         self._suite = benchmark.get_benchmark_dict()[suite]()
         self._env = None
         self._gate: CameraGate | None = None
@@ -104,12 +110,18 @@ class LiberoEnv:
 
     # -- the Env contract ----------------------------------------------------------------------
     def reset(self, task_id: int, trial: int, seed: int) -> Observation:
-        """Trial `trial` of `task_id` from its fixed init state, after the wait steps."""
+        """Trial `trial` of `task_id` from its fixed init state, after the wait steps.
+
+        seed: the scene seed. LIBERO places its fixtures (cabinets, stove, racks) from numpy's global
+        RNG at `reset()`, and `set_init_state` leaves them there: the reference seeds it with 0
+        (every trial sees one layout); robofleet's own protocol uses the episode seed.
+        """
         if self._task_id != task_id or self._env is None:
             self._build(task_id)
         if not 0 <= trial < len(self._init_states):
             raise EpisodeError(f"trial {trial} out of range: task {task_id} has {len(self._init_states)} init states")
-        self._env.seed(int(seed) % 2**31)
+        self._step_seed = int(seed) % 2**31
+        self._env.seed(self._step_seed)  # np.random.seed: what LIBERO's placement samplers draw from
         self._env.reset()
         if self._gate is not None:
             self._gate.install()
@@ -152,6 +164,8 @@ class LiberoEnv:
 
     # -- helpers -------------------------------------------------------------------------------
     def _raw_step(self, action: list[float], render: bool) -> tuple[dict[str, Any], float, bool, dict]:
+        if self.reseed_every_step:
+            self._env.seed(self._step_seed)
         if render or self._gate is None:
             return self._env.step(action)
         with self._gate.closed():

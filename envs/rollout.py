@@ -1,8 +1,9 @@
 """The episode loop. It runs inside an EnvWorker; the driver only schedules and records.
 
-reset (init state + wait steps) -> loop { decide(obs, query seed) -> execute the first
-open_loop_steps actions of the chunk, rendering the cameras on the last of them only } until
-success or the step limit. Exceptions become the episode's `error` (with traceback), never a
+reset (init state + wait steps, the scene drawn from the protocol's scene seed) -> loop
+{ decide(obs, the protocol's query seed) -> execute open_loop_steps actions of the chunk (which ones:
+platform/protocol.py), rendering the cameras on the last of them only } until success or the step
+limit. Exceptions become the episode's `error` (with traceback), never a
 silent failure.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from robofleet.envs.contract import Env
 from robofleet.envs.video import RolloutVideo
 from robofleet.planners.contract import Planner
 from robofleet.platform.episodes import EpisodeSpec
-from robofleet.platform.seeds import query_seed
+from robofleet.platform.protocol import executed_actions
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def run_episode(
     `final_state` is a short hash of the simulator state at the end: equal hashes across runs
     mean bit-identical physics (the reproducibility check that worker counts do not matter).
 
-    open_loop_steps: how many leading actions of each predicted chunk to execute before asking
-        again (None = the whole chunk). The first ones, never the last ones.
+    open_loop_steps: how many actions of each predicted chunk to execute before asking again
+        (None = the whole chunk): the first ones, or under the reference protocol on LIBERO the
+        last ones, as the reference's `deque(maxlen=k)` keeps them.
     render_every_step: render the cameras on every step. By default only the steps whose
         observation is read are rendered: the last step of each executed chunk (the next decision's
         input), and every step when a video is recorded. The physics is the same either way.
@@ -57,12 +59,12 @@ def run_episode(
         video = RolloutVideo(video_path) if video_path is not None else None
         t = time.perf_counter()
         planner.reset()
-        obs = env.reset(episode.task_id, episode.trial, episode.seed)
+        obs = env.reset(episode.task_id, episode.trial, episode.scene_seed)
         timings["reset_s"] = time.perf_counter() - t
         first_frame = obs  # written with the first decision's prediction, which fixes the video layout
         while steps < env.max_steps and not success:
             t = time.perf_counter()
-            decision = planner.decide(obs, query_seed(episode.seed, queries))
+            decision = planner.decide(obs, episode.decision_seed(queries))
             timings["policy_s"] += time.perf_counter() - t
             queries += 1
             for key in ("queue_s", "model_s"):  # set by policy replicas (policies/replica.py)
@@ -72,13 +74,14 @@ def run_episode(
             chunk = np.asarray(decision.prediction.actions)
             if chunk.ndim != 2 or len(chunk) == 0:
                 raise ValueError(f"policy returned an action chunk of shape {chunk.shape}; expected (K>=1, d_act)")
-            n = len(chunk) if open_loop_steps is None else min(open_loop_steps, len(chunk))
+            executed = executed_actions(episode.protocol, episode.family, chunk, open_loop_steps)
+            n = len(executed)
             predicted = decision.prediction.future_images
             if video and first_frame is not None:
                 video.add(first_frame, predicted)
                 first_frame = None
             t = time.perf_counter()
-            for index, action in enumerate(chunk[:n]):
+            for index, action in enumerate(executed):
                 looked_at = render_every_step or video is not None or index == n - 1
                 result = env.step(action, render=looked_at)
                 steps += 1

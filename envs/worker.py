@@ -16,6 +16,7 @@ import ray
 
 from robofleet.platform.episodes import EpisodeSpec
 from robofleet.platform.errors import RobofleetError
+from robofleet.platform.protocol import reseeds_every_step
 from robofleet.platform.spec import RunSpec
 
 
@@ -31,7 +32,8 @@ def make_env(spec: RunSpec):
     if env.family == "libero":
         from robofleet.envs.libero import LiberoEnv
 
-        return LiberoEnv(**common, hard_reset=env.reset == "hard")
+        return LiberoEnv(**common, hard_reset=env.reset == "hard",
+                         reseed_every_step=reseeds_every_step(spec.protocol, env.family))
     if env.family == "robosuite":
         from robofleet.envs.robosuite15 import RobosuiteEnv
 

@@ -59,7 +59,7 @@ import tomli_w
 from robofleet.platform.errors import SpecError
 from robofleet.platform.spec import RunSpec, spec_from_dict
 
-RUN_SPEC_KEYS = ("seed", "name", "env", "policy", "planner", "serving", "run")
+RUN_SPEC_KEYS = ("seed", "name", "protocol", "env", "policy", "planner", "serving", "run")
 SWEEP_KEYS = ("name", "seeds", "description")
 # Leaves whose string values are self-explanatory as labels ("libero_object", "scripted").
 _BARE_LABEL_LEAVES = ("suite", "name", "policy", "planner")

@@ -71,7 +71,8 @@ def _load(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame = episodes_frame(read_rows(run_dir))
     spec = load_spec(run_dir / "spec.toml")
     summary = load_summary(run_dir) or {}
-    info = {"dir": str(run_dir), "name": spec.name, "policy": spec.policy.name, "planner": spec.planner.name,
+    info = {"dir": str(run_dir), "name": spec.name, "protocol": _recorded_protocol(frame, spec.protocol),
+            "policy": spec.policy.name, "planner": spec.planner.name,
             "seed": spec.seed, "suite": spec.env.suite, "spec_hash": spec.identity_hash(),
             "episodes": len(frame), "errors": int((frame["error"] != "").sum()) if len(frame) else 0,
             "fingerprint_id": (summary.get("fingerprint") or {}).get("id"),
@@ -84,6 +85,14 @@ def _load(run_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     return frame, {"info": info, "fingerprint": summary.get("fingerprint") or {}}
 
 
+def _recorded_protocol(frame: pd.DataFrame, declared: str) -> str:
+    """The protocol the rows ran under: rows recorded before protocols existed ran robofleet's own
+    (scenes and noise seeded per episode), whatever their spec.toml now reads as."""
+    if len(frame) and ("protocol" not in frame or (frame["protocol"] == "").all()):
+        return "robofleet"
+    return declared
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
     """The comparison document (what --json writes):
 
@@ -94,6 +103,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
     """
     fa, meta_a = _load(Path(run_a))
     fb, meta_b = _load(Path(run_b))
+    pa, pb = meta_a["info"]["protocol"], meta_b["info"]["protocol"]
+    if pa != pb:
+        raise CompareError(f"{run_a} ran protocol {pa!r} and {run_b} protocol {pb!r}: their episodes start from "
+                           "different scenes and noise, so they do not pair; re-run one of them with "
+                           f"`protocol = \"{pa}\"` (platform/protocol.py)")
     keys = list(PAIR_KEYS)
     cols = [*keys, "task", "success"]
     left = fa[cols] if len(fa) else pd.DataFrame(columns=cols)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from robofleet.platform.seeds import episode_seed
+from robofleet.platform.protocol import scene_seed
+from robofleet.platform.seeds import decision_seed, episode_seed
 from robofleet.platform.spec import RunSpec
 
 
@@ -24,6 +25,16 @@ class EpisodeSpec:
     trial: int
     sweep_seed: int
     seed: int
+    protocol: str = "reference"  # platform/protocol.py
+
+    @property
+    def scene_seed(self) -> int:
+        """The seed of the simulator's scene draws at reset (platform/protocol.py)."""
+        return scene_seed(self.protocol, self.family, self.sweep_seed, self.trial, self.seed)
+
+    def decision_seed(self, query_index: int) -> int:
+        """The noise seed of this episode's `query_index`-th policy query."""
+        return decision_seed(self.protocol, self.sweep_seed, self.seed, query_index)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +60,7 @@ def expand_episodes(spec: RunSpec) -> list[EpisodeSpec]:
                     trial=trial,
                     sweep_seed=spec.seed,
                     seed=episode_seed(spec.seed, key),
+                    protocol=spec.protocol,
                 )
             )
     return episodes

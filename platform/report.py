@@ -4,7 +4,7 @@ intervals, run figures, the software fingerprint, videos and the warnings a read
 summary.json shape (stable; tools may parse it; full reference: docs/summary_json.md):
     {
       "schema_version": 2, "kind": "run",
-      "run": {"name", "spec_hash", "seed", "policy", "planner", "suite", "reset_mode", "episodes_planned"},
+      "run": {"name", "spec_hash", "seed", "protocol", "policy", "planner", "suite", "reset_mode", "episodes_planned"},
       "overall": Stats, "suites": {suite: Stats}, "tasks": [{"suite", "task_id", "task", **Stats, "videos"}],
       "complete": bool,             # every planned episode is recorded
       "figures": {...},             # run figures (runner.write_reports)
@@ -125,6 +125,9 @@ def run_warnings(summary: Mapping[str, Any]) -> list[str]:
     if overall.get("errors"):
         warnings.append(f"{overall['errors']} episode(s) raised an error (counted as not successful; "
                         "see the error column of episodes.csv)")
+    if run.get("protocol", "robofleet") != "reference" and run.get("family", "libero") != "robosuite":
+        warnings.append("protocol robofleet: scenes and noise seeded per episode, not the reference evaluation's "
+                        "(not comparable with published numbers; platform/protocol.py)")
     if run.get("reset_mode") == "soft":
         warnings.append("soft resets: episodes are not bit-identical to hard-reset runs")
     worker_versions = {tuple(sorted((w or {}).items())) for w in summary.get("worker_packages", [])}
@@ -241,8 +244,9 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines = [
         f"# robofleet report: {run.get('name') or run.get('spec_hash')}",
         "",
-        f"policy `{run.get('policy')}`, planner `{run.get('planner')}`, seed {run.get('seed')}, "
-        f"reset `{run.get('reset_mode')}`, spec hash `{run.get('spec_hash')}`",
+        f"protocol `{run.get('protocol', 'robofleet')}`, policy `{run.get('policy')}`, planner "
+        f"`{run.get('planner')}`, seed {run.get('seed')}, reset `{run.get('reset_mode')}`, "
+        f"spec hash `{run.get('spec_hash')}`",
         "",
     ]
     for warning in summary.get("warnings", []):

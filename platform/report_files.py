@@ -78,12 +78,13 @@ def write_atomic(path: Path, data: str | bytes) -> Path:
     return path
 
 
-def _run_info(spec: RunSpec) -> dict[str, Any]:
-    """The "run" table of summary.json (as runner.write_reports writes it)."""
+def run_info(spec: RunSpec) -> dict[str, Any]:
+    """The "run" table of summary.json (docs/summary_json.md)."""
     return {
-        "name": spec.name, "spec_hash": spec.identity_hash(), "seed": spec.seed, "policy": spec.policy.name,
-        "planner": spec.planner.name, "suite": spec.env.suite, "reset_mode": spec.env.reset,
-        "episodes_planned": len(spec.env.tasks) * spec.env.trials,
+        "name": spec.name, "spec_hash": spec.identity_hash(), "seed": spec.seed, "protocol": spec.protocol,
+        "family": spec.env.family,
+        "policy": spec.policy.name, "planner": spec.planner.name, "suite": spec.env.suite,
+        "reset_mode": spec.env.reset, "episodes_planned": len(spec.env.tasks) * spec.env.trials,
     }
 
 
@@ -125,7 +126,7 @@ def build_run_summary(run_dir: Path, before: Mapping[str, Any] | None = _UNSET) 
         seen = [before["fingerprint"]]
     if (ran or not seen) and len(frame) and not any(_same_software(fp, s) for s in seen):
         seen.append(fp)
-    summary = summarize(frame, _run_info(spec), figures, fp, workers)
+    summary = summarize(frame, run_info(spec), figures, fp, workers)
     summary["fingerprint_source"] = source
     summary["fingerprints_seen"] = seen
     summary["warnings"] = run_warnings(summary)

@@ -21,7 +21,7 @@ from robofleet.platform.spec import RunSpec, dump_spec_toml, load_spec
 EPISODE_COLUMNS = (
     "episode_id", "family", "suite", "task_id", "task", "trial", "sweep_seed", "seed",
     "policy", "planner", "success", "steps", "queries", "final_state", "error", "attempts",
-    "wall_s", "reset_s", "policy_s", "queue_s", "model_s", "env_s", "reset_mode", "worker", "video", "plan_stats",
+    "wall_s", "reset_s", "policy_s", "queue_s", "model_s", "env_s", "reset_mode", "protocol", "worker", "video", "plan_stats",
 )
 
 

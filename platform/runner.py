@@ -20,6 +20,7 @@ from robofleet.platform.episodes import EpisodeSpec, expand_episodes
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.platform.fingerprint import fingerprint
 from robofleet.platform.report import episodes_frame, render_markdown, summarize
+from robofleet.platform.report_files import run_info
 from robofleet.platform.results import RunStore
 from robofleet.platform.spec import RunSpec
 
@@ -305,17 +306,7 @@ def write_reports(spec: RunSpec, store: RunStore, wall_s: float | None = None,
         }
     if serving:
         figures["replicas"] = serving
-    run_info = {
-        "name": spec.name,
-        "spec_hash": spec.identity_hash(),
-        "seed": spec.seed,
-        "policy": spec.policy.name,
-        "planner": spec.planner.name,
-        "suite": spec.env.suite,
-        "reset_mode": spec.env.reset,
-        "episodes_planned": len(spec.env.tasks) * spec.env.trials,
-    }
-    summary = summarize(frame, run_info, figures, fingerprint(), worker_packages or [])
+    summary = summarize(frame, run_info(spec), figures, fingerprint(), worker_packages or [])
     store.write_json("summary.json", summary)
     store.write_text("report.md", render_markdown(summary))
     return summary

@@ -5,7 +5,8 @@ Every draw in a sweep descends from the sweep seed and the episode's identity th
 per-episode results are identical with 1 or 16 workers:
 
     sweep seed + episode key  -> episode seed          (sim seed, policy noise root)
-    episode seed + query index -> query seed           (one policy call: diffusion noise, action noise)
+    episode seed + query index -> query seed           (one policy call: diffusion noise, action noise;
+                                                        protocol "reference": the sweep seed itself)
     query seed + proposal index -> proposal seed       (best-of-N proposal i)
 """
 from __future__ import annotations
@@ -36,6 +37,14 @@ def episode_seed(sweep_seed: int, episode_key: str) -> int:
 def query_seed(episode_seed_value: int, query_index: int) -> int:
     """Seed of the `query_index`-th policy query (0-based chunk count) within an episode."""
     return _derive(episode_seed_value, [1, int(query_index)])
+
+
+def decision_seed(protocol: str, sweep_seed: int, episode_seed_value: int, query_index: int) -> int:
+    """The noise seed of an episode's `query_index`-th decision under `protocol` (platform/protocol.py):
+    the run seed itself for every query under "reference" (NVIDIA's `cfg.seed`), else `query_seed`."""
+    if protocol == "reference":
+        return int(sweep_seed)
+    return query_seed(episode_seed_value, query_index)
 
 
 def proposal_seed(query_seed_value: int, proposal_index: int) -> int:

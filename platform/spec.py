@@ -4,6 +4,9 @@ A spec (see examples/*.toml):
 
     seed = 0                      # sweep seed: every random draw derives from it (platform/seeds.py)
     name = "object-scripted"      # optional label for reports
+    protocol = "reference"        # "reference" (default for libero and robocasa): NVlabs/cosmos-policy's
+                                  # published evaluation; "robofleet": scenes and noise seeded per episode
+                                  # (platform/protocol.py says exactly what each changes)
 
     [env]
     family = "libero"
@@ -60,6 +63,7 @@ import tomli_w
 from robofleet.envs import robocasa_tasks, robosuite_tasks
 from robofleet.envs.libero_suites import LIBERO_SUITES, TRIALS_PER_INIT_FILE
 from robofleet.platform.errors import SpecError
+from robofleet.platform.protocol import PROTOCOLS, default_protocol, protocols_of_family
 
 ENV_FAMILIES = ("libero", "robosuite", "robocasa")
 RESET_MODES = ("hard", "soft")
@@ -121,6 +125,7 @@ class RunSpec:
     run: RunOptions
     serving: ServingSpec = field(default_factory=ServingSpec)
     name: str = ""
+    protocol: str = "reference"  # platform/protocol.py: scene seeding, query seeds, chunk execution
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -356,9 +361,10 @@ def _run_options(table: Any) -> RunOptions:
 
 def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     """Validate a parsed TOML document into a RunSpec; SpecError names the first bad key."""
-    _check_keys(data, ("seed", "name", "env", "policy", "planner", "serving", "run"), "")
+    _check_keys(data, ("seed", "name", "protocol", "env", "policy", "planner", "serving", "run"), "")
     env = _env_spec(_require(data, "env", ""))
     spec = RunSpec(
+        protocol=_protocol(data.get("protocol", default_protocol(env.family)), env.family),
         seed=_int(_require(data, "seed", ""), "seed", 0, 2**32 - 1),
         env=env,
         policy=_policy_spec(_require(data, "policy", ""), env.family),
@@ -371,6 +377,15 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
 
     validate_policy(spec, check_files=False)  # the policy's own rules (options, tasks it supports)
     return spec
+
+
+def _protocol(value: Any, family: str) -> str:
+    _choice(value, "protocol", PROTOCOLS)
+    allowed = protocols_of_family(family)
+    if value not in allowed:
+        raise SpecError("protocol", f"{value!r} does not apply to env family {family!r} (it has no reference "
+                                    f"evaluation to follow); allowed: {', '.join(allowed)}")
+    return value
 
 
 def run_name(name: Any, key: str = "name") -> str:
@@ -404,7 +419,7 @@ def dump_spec_toml(spec: RunSpec) -> str:
     d = spec.to_dict()
     policy = {"name": d["policy"]["name"], "open_loop_steps": d["policy"]["open_loop_steps"], **d["policy"]["options"]}
     planner = {"name": d["planner"]["name"], **d["planner"]["options"]}
-    doc = {"seed": d["seed"], "name": d["name"], "env": d["env"], "policy": policy, "planner": planner,
+    doc = {"seed": d["seed"], "name": d["name"], "protocol": d["protocol"], "env": d["env"], "policy": policy, "planner": planner,
            "serving": d["serving"], "run": d["run"]}
     return tomli_w.dumps(_drop_none(doc))
 

@@ -261,14 +261,14 @@ def test_one_sweep_runs_libero_and_robosuite_points_each_in_its_environment(ray_
         summary = json.loads((tmp_path / point.name / "summary.json").read_text())
         assert summary["overall"]["errors"] == 0, point.name
         [packages[point.spec.env.family]] = summary["worker_packages"]
-    assert packages["libero"]["robosuite"] == "1.4.0" and packages["libero"]["mujoco"] == "3.8.1"
+    assert packages["libero"]["robosuite"] == "1.4.0" and packages["libero"]["mujoco"] == "3.3.2"
     assert packages["robosuite"]["robosuite"] == "1.5.2" and packages["robosuite"]["mujoco"] == "3.3.1"
     # ... and the sweep's own report says so per point, in summary.json and report.md
     report = json.loads((tmp_path / "summary.json").read_text())
     assert [(p["family"], [w["robosuite"] for w in p["worker_packages"]]) for p in report["points"]] == [
         ("libero", ["1.4.0"]), ("robosuite", ["1.5.2"])]
     md = (tmp_path / "report.md").read_text()
-    for point, (family, robosuite, mujoco) in zip(sweep.points, [("libero", "1.4.0", "3.8.1"),
+    for point, (family, robosuite, mujoco) in zip(sweep.points, [("libero", "1.4.0", "3.3.2"),
                                                                  ("robosuite", "1.5.2", "3.3.1")]):
         [row] = [line for line in md.splitlines() if line.startswith(f"| {point.name} | {family} | ")]
         assert row.split(" | ")[3:5] == [robosuite, mujoco], row  # run, family, python, robosuite, mujoco
