@@ -12,9 +12,12 @@ tests/test_planners.py (stepping after a restore equals stepping from the origin
 - the env's step counter, clock and done flag (`timestep`, `cur_time`, `done`: lookahead steps count
   toward robosuite's horizon of 1000 steps, after which `step` raises);
 - the whole `MjData` (solver warm start, controls, applied forces, ...), copied with `mj_copyData`;
-  MuJoCo < 3.5 has no `mj_copyData` in Python (robosuite 1.5's environment has 3.3.1): there the
-  full integration state (`mj_getState` with mjSTATE_INTEGRATION: everything `mj_step` reads from
-  the past, warm start included) is saved and restored, then `mj_forward` recomputes the rest.
+  MuJoCo < 3.5 has no `mj_copyData` in Python (LIBERO's pinned 3.3.2, robosuite 1.5's 3.3.1): there
+  the full integration state (`mj_getState` with mjSTATE_INTEGRATION: everything `mj_step` reads
+  from the past, warm start included) is restored, and every MjData array of the model's own sizes
+  (positions, site frames, sensors: what observations read) is copied back as it was. Recomputing
+  them with `mj_forward` instead is not the same: after `mj_step` they describe the state before
+  the last integration, so an expert reading them would see other numbers.
 
 The same attributes exist in robosuite 1.4 (LiberoEnv: `_env.env`) and 1.5 (envs/robosuite15.py:
 `_env`; grippers are then a dict per arm); both are verified bit for bit by the tests (1.5 on Lift
@@ -94,10 +97,11 @@ def _capture_robosuite(renv: Any) -> dict[str, Any]:
     if hasattr(mujoco, "mj_copyData"):
         data: Any = mujoco.MjData(model)
         mujoco.mj_copyData(data, model, renv.sim.data._data)
-    else:  # mujoco < 3.5 (robosuite 1.5's): the full integration state, the rest is recomputed
+    else:  # mujoco < 3.5: the full integration state plus a copy of every array of MjData
         spec = int(mujoco.mjtState.mjSTATE_INTEGRATION)  # everything mj_step reads from the past
-        data = np.empty(mujoco.mj_stateSize(model, spec), dtype=np.float64)
-        mujoco.mj_getState(model, renv.sim.data._data, data, spec)
+        state = np.empty(mujoco.mj_stateSize(model, spec), dtype=np.float64)
+        mujoco.mj_getState(model, renv.sim.data._data, state, spec)
+        data = (state, _data_arrays(renv.sim.data._data))
     observables = {
         name: (o._time_since_last_sample, o._sampled, o._current_delay, copy.deepcopy(o._current_observed_value))
         for name, o in renv._observables.items()
@@ -111,6 +115,27 @@ def _capture_robosuite(renv: Any) -> dict[str, Any]:
     }
 
 
+def _data_arrays(data: Any) -> dict[str, np.ndarray]:
+    """Copies of every numpy array field of an MjData (model-sized ones and the solver's arena views)."""
+    arrays = {}
+    for name in dir(data):
+        if name.startswith("_"):
+            continue
+        value = getattr(data, name, None)
+        if isinstance(value, np.ndarray):
+            arrays[name] = value.copy()
+    return arrays
+
+
+def _put_data_arrays(data: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Write saved arrays back in place; arena views whose size changed since (constraint rows, contacts)
+    are skipped: the next mj_step recomputes them before reading them."""
+    for name, saved in arrays.items():
+        current = getattr(data, name)
+        if current.shape == saved.shape and current.flags.writeable:
+            current[...] = saved
+
+
 def _gripper_actions(robot: Any) -> Any:
     gripper = robot.gripper
     if isinstance(gripper, dict):  # bimanual robots: one gripper per arm
@@ -122,9 +147,10 @@ def _restore_robosuite(renv: Any, saved: dict[str, Any]) -> None:
     import mujoco
 
     model = renv.sim.model._model
-    if isinstance(saved["data"], np.ndarray):
-        mujoco.mj_setState(model, renv.sim.data._data, saved["data"], int(mujoco.mjtState.mjSTATE_INTEGRATION))
-        mujoco.mj_forward(model, renv.sim.data._data)
+    if isinstance(saved["data"], tuple):
+        state, arrays = saved["data"]
+        mujoco.mj_setState(model, renv.sim.data._data, state, int(mujoco.mjtState.mjSTATE_INTEGRATION))
+        _put_data_arrays(renv.sim.data._data, arrays)
     else:
         mujoco.mj_copyData(renv.sim.data._data, model, saved["data"])  # in place: views into it stay valid
     for robot, actions in zip(renv.robots, saved["grippers"]):

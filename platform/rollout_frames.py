@@ -10,9 +10,9 @@ For a world-model policy (Prediction.future_images), each video frame is
 with a coloured bar over the predicted half. Without a prediction the right half is grey, so a
 video's layout never changes mid-episode.
 
-The seam: envs/video.RolloutVideo.add(obs) writes the real cameras side by side; to show
+The seam: platform/rollout_video.RolloutVideo.add(obs) writes the real cameras side by side; to show
 predictions it calls `compose_frame(obs.images, prediction.future_images)` instead (the episode
-loop, envs/rollout.py, passes the latest decision's prediction). The report links videos from the
+loop, platform/episode_loop.py, passes the latest decision's prediction). The report links videos from the
 `video` column of episodes.csv either way.
 """
 from __future__ import annotations

@@ -72,9 +72,9 @@ def check_resources(spec: RunSpec, n_workers: int) -> int:
 def validate_before_ray(spec: RunSpec) -> None:
     """What can only be checked where the driver runs, before Ray starts: the policy's files
     (checkpoints, statistics, embeddings: present, readable, matching; policies/registry.py)."""
-    from robofleet.policies.registry import validate_policy
+    from robofleet.platform.policy_context import validate_spec_policy
 
-    validate_policy(spec, check_files=True)
+    validate_spec_policy(spec, check_files=True)
 
 
 def check_writable(directory: str | Path, what: str = "--out") -> None:
@@ -125,7 +125,7 @@ class _WorkerPool:
 
     def __init__(self, spec: RunSpec, n: int, replicas: list[Any] | None = None):
         from robofleet.envs.families import worker_runtime_env
-        from robofleet.envs.worker import EnvWorker
+        from robofleet.platform.env_worker import EnvWorker
 
         # The family's Python environment (robosuite 1.5 / RoboCasa workers: their own venv).
         runtime_env = worker_runtime_env(spec.env.family)

@@ -373,9 +373,9 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
         serving=_serving_spec(data.get("serving", {})),
         name=run_name(data.get("name", "")),
     )
-    from robofleet.policies.registry import validate_policy
+    from robofleet.platform.policy_context import validate_spec_policy
 
-    validate_policy(spec, check_files=False)  # the policy's own rules (options, tasks it supports)
+    validate_spec_policy(spec, check_files=False)  # the policy's own rules (options, tasks it supports)
     return spec
 
 

@@ -16,12 +16,10 @@
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from robofleet.platform.errors import SpecError
-
-if TYPE_CHECKING:
-    from robofleet.platform.spec import RunSpec
+from robofleet.policies.contract import PolicyContext
 
 SCRIPTED: dict[str, str] = {
     "libero": "robofleet.policies.scripted:make_scripted",
@@ -55,51 +53,39 @@ def make_cosmos(options: Mapping[str, Any], env_family: str):
 SCRIPTED_TASKS: dict[str, tuple[str, ...]] = {"robosuite": ("Lift",)}
 
 
-def validate_scripted(spec: RunSpec, check_files: bool) -> None:
+def validate_scripted(context: PolicyContext, check_files: bool) -> None:
     """`scripted`: an expert exists for the env family and for every task of the spec; options are valid."""
     from robofleet.policies.registry import validate_by_building
 
-    family = spec.env.family
+    family = context.family
     if family not in SCRIPTED:
         raise SpecError("policy.name", f"no scripted expert for env family {family!r}; 'scripted' exists for "
                                        f"{', '.join(SCRIPTED)}")
     if family in SCRIPTED_TASKS:
-        from robofleet.envs.robosuite_tasks import ROBOSUITE_SUITES
-
-        names = [ROBOSUITE_SUITES[spec.env.suite].tasks[t].name for t in spec.env.tasks]
         supported = SCRIPTED_TASKS[family]
-        unsupported = [n for n in names if n not in supported]
+        unsupported = [n for n in context.task_names if n not in supported]
         if unsupported:
             raise SpecError("env.tasks", f"policy 'scripted' has no expert for {family} task(s) {', '.join(unsupported)}; "
                                          f"it supports {', '.join(supported)}: set env.tasks = {list(supported)} or "
                                          "choose another policy")
-    validate_by_building(spec, check_files)
+    validate_by_building(context, check_files)
     if check_files and family == "libero":
-        _check_libero_goal_predicates(spec)
+        _check_libero_goal_predicates(context)
 
 
-def _check_libero_goal_predicates(spec: RunSpec) -> None:
+def _check_libero_goal_predicates(context: PolicyContext) -> None:
     """The LIBERO expert picks and places (goal predicates On / In): a task whose goal has another
-    predicate (Open, TurnOn, ...) would only give error rows. Read from the tasks' BDDL files on the
-    driver (the expert's finer limits, e.g. fixture targets, still show at predict time)."""
-    import os
-
-    from robofleet.envs.libero_setup import prepare_libero
+    predicate (Open, TurnOn, ...) would only give error rows. The goals come from the tasks' BDDL files,
+    read on the driver (the expert's finer limits, e.g. fixture targets, still show at predict time)."""
     from robofleet.policies.scripted import SUPPORTED_PREDICATES
 
-    prepare_libero()
-    from libero.libero import benchmark, get_libero_path  # noqa: PLC0415 - after prepare_libero()
-    from libero.libero.envs.bddl_utils import robosuite_parse_problem
-
-    suite = benchmark.get_benchmark_dict()[spec.env.suite]()
+    goals = context.goals()
     refused = []
-    for task_id in spec.env.tasks:
-        task = suite.get_task(task_id)
-        problem = robosuite_parse_problem(os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file))
-        other = [" ".join(map(str, g)) for g in problem["goal_state"] if str(g[0]).lower() not in SUPPORTED_PREDICATES]
+    for task_id, (name, conditions) in sorted(goals.items()):
+        other = [g for g in conditions if g.split(" ", 1)[0].lower() not in SUPPORTED_PREDICATES]
         if other:
-            refused.append(f"{task_id} ({task.name}: ({'), ('.join(other)}))")
+            refused.append(f"{task_id} ({name}: ({'), ('.join(other)}))")
     if refused:
         raise SpecError("env.tasks", f"policy 'scripted' picks and places ({' / '.join(SUPPORTED_PREDICATES)} goals); "
-                                     f"{spec.env.suite} task(s) {'; '.join(refused)} need other skills: drop them "
+                                     f"{context.suite} task(s) {'; '.join(refused)} need other skills: drop them "
                                      "from env.tasks or choose another policy")

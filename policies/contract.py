@@ -1,8 +1,8 @@
 """The Policy contract: a batch of Observations and seeds in, a batch of Predictions out."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -26,6 +26,41 @@ class Prediction:
     future_images: Mapping[str, np.ndarray] | None = None
     value: float | None = None
     stats: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What a policy's validator may know of the run it is asked to serve, given by the platform
+    (platform/policy_context.py builds it from the spec and the env families). Policies never read a
+    run spec or an env adapter: this is the seam.
+
+    name, options: the `[policy]` table (options without `name` / `open_loop_steps`).
+    family, suite: the env family and suite; task_ids: the spec's tasks, in order; task_names: their
+        names where known without the simulator (robosuite, robocasa), else ().
+    render_cameras: the env workers render camera images. replicas: `[serving] replicas`.
+    workers_have_torch: the family's env workers run in a Python environment with torch (policies
+        that need torch must otherwise be served from replicas).
+    instructions: () -> the tasks' language instructions ([] where the env draws them per episode).
+    goals: () -> task id -> (task name, its goal conditions as "Predicate arg ..." strings) (LIBERO's
+        BDDL goal_state; {} elsewhere).
+    Errors name spec keys ("policy.<option>", "env.tasks", "serving.replicas") as users write them.
+    """
+
+    name: str
+    options: Mapping[str, Any]
+    family: str
+    suite: str
+    task_ids: tuple[int, ...]
+    task_names: tuple[str, ...]
+    render_cameras: bool = True
+    replicas: int = 0
+    workers_have_torch: bool = True
+    instructions: Callable[[], list[str]] = list
+    goals: Callable[[], dict[int, tuple[str, list[str]]]] = dict
+
+    def for_policy(self, name: str, options: Mapping[str, Any]) -> "PolicyContext":
+        """The same run seen by another policy (a wrapper's base policy)."""
+        return replace(self, name=name, options=options)
 
 
 @dataclass(frozen=True)

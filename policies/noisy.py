@@ -28,17 +28,15 @@ Python:
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from robofleet.envs.contract import Observation
 from robofleet.platform.errors import SpecError
 from robofleet.platform.seeds import generator
-from robofleet.policies.contract import Policy, Prediction
+from robofleet.policies.contract import Policy, PolicyContext, Prediction
 
-if TYPE_CHECKING:
-    from robofleet.platform.spec import RunSpec
 
 ARM_DIMS = 6  # LIBERO's delta EEF pose: position xyz + rotation xyz; the 7th (gripper) stays noiseless
 DEFAULT_SCALE = 0.3  # measured: fails noticeably on libero_object and often on libero_spatial (see benchmarks/planning_oracle.py)
@@ -118,16 +116,15 @@ def make_noisy(options: Mapping[str, Any], env_family: str) -> NoisyPolicy:
     return NoisyPolicy(base, config.scale)
 
 
-def validate_noisy(spec: RunSpec, check_files: bool) -> None:
+def validate_noisy(context: PolicyContext, check_files: bool) -> None:
     """`noisy`: its own options, then the wrapped policy's validator on `base_options`."""
-    from robofleet.platform.spec import PolicySpec
     from robofleet.policies.registry import available_policies, validate_policy
 
-    config = NoisyConfig.from_options(spec.policy.options)
+    config = NoisyConfig.from_options(context.options)
     if config.base not in available_policies():
         raise SpecError("policy.base", f"unknown policy {config.base!r}; allowed: "
                                        f"{', '.join(n for n in available_policies() if n != 'noisy')}")
-    base = replace(spec, policy=PolicySpec(name=config.base, options=config.base_options))
+    base = context.for_policy(config.base, config.base_options)
     try:
         validate_policy(base, check_files)
     except SpecError as exc:  # name the key where the user wrote it

@@ -4,7 +4,8 @@ A factory takes the spec's `[policy]` options (a dict, already TOML-parsed) and 
 name, validates the options (raising `SpecError` that names the key) and returns a Policy.
 Factories import their heavy dependencies lazily so that `robofleet --help` stays fast.
 
-A policy may also declare a validator, `validate(spec: RunSpec, check_files: bool) -> None`, run on
+A policy may also declare a validator, `validate(context: PolicyContext, check_files: bool) -> None`
+(policies/contract.py: what the policy may know of the run), run on
 the driver before Ray starts: with `check_files=False` whenever a spec is validated (options, the
 tasks the policy supports: no file system, no heavy imports), with `check_files=True` by the runner
 just before it starts Ray (checkpoints and other files exist and are readable; no weights loaded).
@@ -15,15 +16,12 @@ from __future__ import annotations
 
 from importlib import import_module
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
-from robofleet.policies.contract import Policy
-
-if TYPE_CHECKING:
-    from robofleet.platform.spec import RunSpec
+from robofleet.policies.contract import Policy, PolicyContext
 
 PolicyFactory = Callable[[Mapping[str, Any], str], Policy]
-PolicyValidator = Callable[["RunSpec", bool], None]
+PolicyValidator = Callable[[PolicyContext, bool], None]
 
 # name -> "module:function"; resolved on first use.
 BUILTIN_POLICIES: dict[str, str] = {
@@ -82,13 +80,13 @@ def policy_validator(name: str) -> PolicyValidator | None:
         return None
 
 
-def validate_policy(spec: RunSpec, check_files: bool = False) -> None:
-    """Run the spec's policy validator; SpecError (or CheckpointError for files) names the problem and the fix."""
-    validator = policy_validator(spec.policy.name)
+def validate_policy(context: PolicyContext, check_files: bool = False) -> None:
+    """Run the policy's validator; SpecError (or CheckpointError for files) names the problem and the fix."""
+    validator = policy_validator(context.name)
     if validator is not None:
-        validator(spec, check_files)
+        validator(context, check_files)
 
 
-def validate_by_building(spec: RunSpec, check_files: bool) -> None:
+def validate_by_building(context: PolicyContext, check_files: bool) -> None:
     """For policies that are cheap to build (no model, no files): building them validates their options."""
-    make_policy(spec.policy.name, spec.policy.options, spec.env.family)
+    make_policy(context.name, context.options, context.family)

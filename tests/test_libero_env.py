@@ -6,7 +6,7 @@ import pytest
 
 from robofleet.envs.contract import Observation
 from robofleet.envs.libero import LiberoEnv
-from robofleet.envs.rollout import run_episode
+from robofleet.platform.episode_loop import run_episode
 from robofleet.planners.direct import Direct
 from robofleet.platform.episodes import expand_episodes
 from robofleet.platform.spec import spec_from_dict

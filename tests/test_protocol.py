@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from robofleet.envs.libero import LiberoEnv
-from robofleet.envs.rollout import run_episode
+from robofleet.platform.episode_loop import run_episode
 from robofleet.planners.direct import Direct
 from robofleet.platform.episodes import expand_episodes
 from robofleet.platform.errors import SpecError

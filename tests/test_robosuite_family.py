@@ -143,7 +143,7 @@ def test_every_task_builds_steps_and_restores_its_state_exactly():
 def test_a_policy_needing_torch_there_says_to_serve_it_from_replicas():
     facts = in_rs15("""
         import json
-        from robofleet.envs.worker import PolicyEnvironmentError, _make_local_policy
+        from robofleet.platform.env_worker import PolicyEnvironmentError, _make_local_policy
         from robofleet.platform.spec import spec_from_dict
         spec = spec_from_dict({"seed": 0, "env": {"family": "robosuite", "tasks": ["Lift"], "trials": 1},
                                "policy": {"name": "cosmos", "config": "tiny"}})
@@ -158,7 +158,7 @@ def test_a_policy_needing_torch_there_says_to_serve_it_from_replicas():
 
 # -- workers of both families at once, on one cluster -----------------------------------------------
 def test_libero_and_robosuite_workers_run_side_by_side_in_their_own_pythons(ray_cluster):
-    from robofleet.envs.worker import EnvWorker
+    from robofleet.platform.env_worker import EnvWorker
     from robofleet.platform.episodes import expand_episodes
 
     specs = {"libero": spec_from_dict(small_spec(policy={"name": "zero"}, env={**small_spec()["env"], "max_steps": 3})),

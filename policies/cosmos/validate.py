@@ -1,6 +1,7 @@
 """Validate a `cosmos` [policy] table on the driver, before Ray starts, without loading any weights.
 
-Two stages (policies/registry.py calls both through `validate_cosmos(spec, check_files)`):
+Two stages (policies/registry.py calls both through `validate_cosmos(context, check_files)`; the
+context, policies/contract.PolicyContext, is what the platform tells a policy about the run):
 
 - always (spec validation, no file system, no torch): the options themselves (factory.parse_options)
   and rendered cameras.
@@ -13,7 +14,7 @@ Two stages (policies/registry.py calls both through `validate_cosmos(spec, check
   tensor data read). A repo id that is not in the local HF cache is left to the replicas to fetch
   (unless HF_HUB_OFFLINE is set: then it is an error now).
 
-    validate_cosmos(spec, check_files=True)   # raises SpecError / CheckpointError naming the fix
+    validate_cosmos(context, check_files=True)   # raises SpecError / CheckpointError naming the fix
 """
 from __future__ import annotations
 
@@ -22,49 +23,41 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from robofleet.platform.errors import CheckpointError, SpecError
 from robofleet.policies.cosmos.config import NETWORK_CONFIGS
+from robofleet.policies.contract import PolicyContext
 from robofleet.policies.cosmos.factory import DEFAULT_VAE, RANDOM, RELEASED_CHECKPOINTS, CosmosOptions, parse_options
-
-if TYPE_CHECKING:
-    from robofleet.platform.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
 _EMBEDDINGS_FORMAT = "robofleet-t5-embeddings/1"  # embeddings.FORMAT (that module imports torch)
 
 
-def validate_cosmos(spec: RunSpec, check_files: bool) -> None:
+def validate_cosmos(context: PolicyContext, check_files: bool) -> None:
     """The registry's validator of `cosmos` (see the module docstring)."""
-    opts = _options(spec)
-    if not spec.env.render_cameras:
+    opts = _options(context)
+    if not context.render_cameras:
         raise SpecError("env.render_cameras", "policy 'cosmos' reads camera images: set env.render_cameras = true")
     if not check_files:
         return
     # On the driver only: a spec without replicas is still a valid spec (an env worker in the family's
-    # own environment explains the same thing, envs/worker.py), but the driver can say it before Ray.
-    if _workers_lack_torch(spec.env.family) and spec.serving.replicas < 1:
-        raise SpecError("serving.replicas", f"env workers of family {spec.env.family!r} run without torch: serve "
+    # own environment explains the same thing, platform/env_worker.py), but the driver can say it before Ray.
+    if not context.workers_have_torch and context.replicas < 1:
+        raise SpecError("serving.replicas", f"env workers of family {context.family!r} run without torch: serve "
                                             "cosmos from policy replicas ([serving] replicas = 1 or more)")
-    check_cosmos_files(spec, opts)
+    check_cosmos_files(context, opts)
 
 
-def _options(spec: RunSpec) -> CosmosOptions:
+def _options(context: PolicyContext) -> CosmosOptions:
     from robofleet.policies.by_family import COSMOS_LAYOUT
 
     try:
-        return parse_options(spec.policy.options, COSMOS_LAYOUT.get(spec.env.family, spec.env.family))
+        return parse_options(context.options, COSMOS_LAYOUT.get(context.family, context.family))
     except SpecError as exc:  # factory keys are bare option names: say where they live in the spec
         key = "env.family" if exc.key == "env_family" else f"policy.{exc.key}"
         raise SpecError(key, str(exc).split(": ", 1)[-1]) from exc
-
-
-def _workers_lack_torch(family: str) -> bool:
-    from robofleet.envs.families import DRIVER, FAMILY_PYTHON
-
-    return FAMILY_PYTHON.get(family, DRIVER).default_venv is not None
 
 
 @dataclass(frozen=True)
@@ -75,12 +68,12 @@ class _Located:
     directory: Path
 
 
-def check_cosmos_files(spec: RunSpec, opts: CosmosOptions) -> None:
+def check_cosmos_files(context: PolicyContext, opts: CosmosOptions) -> None:
     """The file checks of `check_files=True`; CheckpointError names the file and the fix."""
     from robofleet.policies.by_family import COSMOS_LAYOUT
     from robofleet.policies.cosmos.layout import LAYOUTS
 
-    layout = LAYOUTS[COSMOS_LAYOUT.get(spec.env.family, spec.env.family)]
+    layout = LAYOUTS[COSMOS_LAYOUT.get(context.family, context.family)]
     config = NETWORK_CONFIGS[opts.config]
     checkpoint = opts.checkpoint or (RELEASED_CHECKPOINTS[layout.family] if config.name == "2b" else RANDOM)
     vae = opts.vae or (RANDOM if checkpoint == RANDOM else DEFAULT_VAE)
@@ -101,7 +94,7 @@ def check_cosmos_files(spec: RunSpec, opts: CosmosOptions) -> None:
         _check_vae(vae)
     if embeddings is not None:
         _check_embeddings(embeddings, opts.trust_pickle, (config.text_tokens, config.transformer.text_embed_dim),
-                          _instructions(spec))
+                          context.instructions())
 
 
 def _hf_cached(repo_id: str, patterns: list[str]) -> Path | None:
@@ -234,20 +227,3 @@ def _check_embeddings(path: Path, trust_pickle: bool, shape: tuple[int, int], in
         raise CheckpointError(f"no T5 embedding for instruction {missing[0]!r} in {path} ({len(known)} instructions "
                               f"known; {len(missing)} of the spec's tasks missing). T5 does not run at inference: "
                               "add these instructions' embeddings to the file or choose other tasks.")
-
-
-def _instructions(spec: RunSpec) -> list[str]:
-    """The language instructions of the spec's tasks (what the embeddings must hold); [] where unknown."""
-    if spec.env.family == "libero":
-        from robofleet.envs.libero_setup import prepare_libero
-
-        prepare_libero()
-        from libero.libero import benchmark  # noqa: PLC0415 - after prepare_libero()
-
-        suite = benchmark.get_benchmark_dict()[spec.env.suite]()
-        return [suite.get_task(t).language for t in spec.env.tasks]
-    if spec.env.family == "robosuite":
-        from robofleet.envs.robosuite_tasks import ROBOSUITE_SUITES
-
-        return [ROBOSUITE_SUITES[spec.env.suite].tasks[t].instruction for t in spec.env.tasks]
-    return []  # robocasa: instructions are drawn per episode by the environment

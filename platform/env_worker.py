@@ -115,7 +115,7 @@ class EnvWorker:
 
     def run(self, episode: EpisodeSpec, video_path: str | None = None) -> dict[str, Any]:
         """Run one episode from its start; returns its row fields."""
-        from robofleet.envs.rollout import run_episode
+        from robofleet.platform.episode_loop import run_episode
 
         row = run_episode(
             self.env,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from robofleet.envs.contract import Env
-from robofleet.envs.video import RolloutVideo
+from robofleet.platform.rollout_video import RolloutVideo
 from robofleet.planners.contract import Planner
 from robofleet.platform.episodes import EpisodeSpec
 from robofleet.platform.protocol import executed_actions
