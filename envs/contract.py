@@ -34,10 +34,9 @@ class Observation:
 
 @dataclass(frozen=True)
 class Step:
-    """What `Env.step` returns: the next observation, whether the episode ended, and why."""
+    """What `Env.step` returns: the next observation and whether the task succeeded (the episode's end)."""
 
     obs: Observation
-    done: bool
     success: bool
     info: Mapping[str, Any] = field(default_factory=dict)
 
@@ -45,6 +44,7 @@ class Step:
 class Env(Protocol):
     """A simulator of one family, created inside its worker process."""
 
+    family: str  # the env family's registry name ("libero", "robosuite", "robocasa")
     action_dim: int
     max_steps: int
 
@@ -66,3 +66,6 @@ class Env(Protocol):
 
     def close(self) -> None:
         """Free the simulator and its render context."""
+
+    # Optional: `snapshot() -> Any` and `restore(snapshot)`: what stepping on reads beyond get_state()
+    # (planners/simulator_state.py uses them so that the oracle's playouts restore exactly).

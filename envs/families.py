@@ -27,7 +27,13 @@ from typing import Any
 
 from robofleet.platform.errors import RobofleetError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (editable install) or site-packages
+
+
+def _venv_base() -> Path:
+    """Where a relative venv path starts: the checkout as setup.sh builds it, or (robofleet installed
+    from a wheel, so no checkout around this file) the current directory."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
 
 
 class PythonEnvError(RobofleetError):
@@ -52,7 +58,7 @@ class PythonEnv:
         if self.default_venv is None:
             return None
         configured = Path(os.environ.get(self.venv_var or "", "") or self.default_venv).expanduser()
-        return configured if configured.is_absolute() else REPO_ROOT / configured  # as setup.sh: from the repo root
+        return configured if configured.is_absolute() else _venv_base() / configured  # as setup.sh: from the repo root
 
     def python(self) -> Path | None:
         """Its Python executable, or None for the driver's environment."""
@@ -89,7 +95,7 @@ def worker_runtime_env(family: str) -> dict[str, Any] | None:
     if python is None:
         return None
     if not os.access(python, os.X_OK):
-        how = f"`bash setup.sh` builds it at {REPO_ROOT / env.default_venv}"
+        how = f"`bash setup.sh` builds it at {_venv_base() / env.default_venv}"
         if env.venv_var:
             how += f"; or set {env.venv_var} to an existing one"
         raise PythonEnvError(f"env family {family!r} runs in the {env.name} Python environment, but {python} "

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from robofleet.envs import robosuite_snapshot
 from robofleet.envs.camera_gate import CameraGate
 from robofleet.envs.contract import Observation, Step
 from robofleet.envs.libero_setup import prepare_libero
@@ -46,6 +47,7 @@ class LiberoEnv:
     """
 
     action_dim = ACTION_DIM
+    family = "libero"
 
     def __init__(
         self,
@@ -58,6 +60,7 @@ class LiberoEnv:
         reseed_every_step: bool = False,
     ):
         prepare_libero()
+        import contextlib, io  # noqa: E401, PLC0415 - LIBERO prints "[info] using task orders" per suite built
         from libero.libero import benchmark  # noqa: PLC0415 - must follow prepare_libero()
 
         self.suite_name = suite
@@ -68,7 +71,8 @@ class LiberoEnv:
         self.hard_reset = hard_reset
         self.reseed_every_step = reseed_every_step
         self._step_seed = 0
-        self._suite = benchmark.get_benchmark_dict()[suite]()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._suite = benchmark.get_benchmark_dict()[suite]()
         self._env = None
         self._gate: CameraGate | None = None
         self._task_id: int | None = None
@@ -138,7 +142,7 @@ class LiberoEnv:
         if not np.all(np.isfinite(action)):
             raise EpisodeError(f"non-finite action {action.tolist()}")
         raw, reward, done, info = self._raw_step(action.tolist(), render)
-        return Step(obs=self._observation(raw, with_images=render), done=bool(done), success=bool(done),
+        return Step(obs=self._observation(raw, with_images=render), success=bool(done),
                     info={"reward": float(reward)})
 
     @property
@@ -151,6 +155,14 @@ class LiberoEnv:
 
     def set_state(self, state: np.ndarray) -> Observation:
         return self._observation(self._env.regenerate_obs_from_state(np.asarray(state, dtype=np.float64)))
+
+    def snapshot(self) -> Any:
+        """What stepping on reads beyond get_state() (envs/robosuite_snapshot.py); for `restore`."""
+        return robosuite_snapshot.capture(self._env.env)
+
+    def restore(self, snapshot: Any) -> None:
+        """Put back a `snapshot()` after set_state(its get_state()): later steps then match exactly."""
+        robosuite_snapshot.restore(self._env.env, snapshot)
 
     def check_success(self) -> bool:
         return bool(self._env.check_success())

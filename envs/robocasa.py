@@ -3,8 +3,9 @@ protocol (envs/robocasa_tasks.py: tasks, step limits, scenes by trial, wait step
 
 As in the reference evaluation, every episode builds a fresh kitchen: the scene (layout, style) is
 fixed at construction (`layout_and_style_ids` holds the trial's one pair) and RoboCasa draws the
-rest (objects, their placement, the robot's spot) from the env seed, here the episode seed. So an
-episode depends on (task, trial, seed) only, never on what its worker ran before. `reset` is then
+rest (objects, their placement, the robot's spot) from the env seed: `reset`'s seed, the scene seed of
+platform/protocol.py (the reference's `seed * trial * 256`, or the episode seed). So an episode
+depends on (task, trial, seed) only, never on what its worker ran before. `reset` is then
 a single `env.reset()`, the instruction is the episode's `ep_meta["lang"]` (it names the sampled
 object), and 10 all-zero wait steps follow.
 

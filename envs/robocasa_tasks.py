@@ -62,14 +62,6 @@ BASE_PADDING = (0.0, 0.0, 0.0, 0.0, -1.0)  # base velocity x, y, yaw; torso; mod
 BODY_PART_ORDERING = ("right", "right_gripper", "base", "torso")  # RoboCasa's PandaOmron action layout
 
 
-def task_by_name(name: str) -> RoboCasaTask:
-    """The atomic task called `name` (KeyError names the allowed ones)."""
-    for task in ATOMIC_TASKS:
-        if task.name == name:
-            return task
-    raise KeyError(f"{name!r} is not a RoboCasa atomic task; allowed: {', '.join(TASK_NAMES)}")
-
-
 def scene_for_trial(trial: int) -> tuple[int, int]:
     """(layout id, style id) of trial `trial`: trials 0-9 the first scene, 10-19 the second, ..., 50 the first."""
     if trial < 0:

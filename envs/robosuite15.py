@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from robofleet.envs import robosuite_snapshot
 from robofleet.envs.camera_gate import CameraGate
 from robofleet.envs.contract import Observation, Step
 from robofleet.envs.robosuite_tasks import (
@@ -120,7 +121,7 @@ class RobosuiteSimEnv:
         raw, reward, _, _ = self._raw_step(self._robot_action(action), render)
         obs = self._observation(raw) if render else replace(self._observation(raw), images={})
         success = bool(self._env._check_success())
-        return Step(obs=obs, done=success, success=success, info={"reward": float(reward)})
+        return Step(obs=obs, success=success, info={"reward": float(reward)})
 
     def _raw_step(self, action: np.ndarray, render: bool) -> tuple[dict[str, Any], float, bool, dict]:
         """robosuite's step, its camera renders skipped unless `render` (or nothing is rendered anyway)."""
@@ -145,6 +146,14 @@ class RobosuiteSimEnv:
         self._env.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
         self._env.sim.forward()
         return self._observation(self._env._get_observations(force_update=True))
+
+    def snapshot(self) -> Any:
+        """What stepping on reads beyond get_state() (envs/robosuite_snapshot.py); for `restore`."""
+        return robosuite_snapshot.capture(self._env)
+
+    def restore(self, snapshot: Any) -> None:
+        """Put back a `snapshot()` after set_state(its get_state()): later steps then match exactly."""
+        robosuite_snapshot.restore(self._env, snapshot)
 
     def check_success(self) -> bool:
         return bool(self._env._check_success())

@@ -25,7 +25,8 @@ from typing import Any
 
 from robofleet.jobs.sweep import SweepSpec, parse_toml, sweep_from_dict
 from robofleet.platform.errors import RobofleetError, SpecError
-from robofleet.platform.report_files import load_summary, read_rows, write_atomic, write_run_report, write_sweep_report
+from robofleet.jobs.sweep_report import write_sweep_report
+from robofleet.platform.report_files import read_rows, write_atomic, write_run_report
 from robofleet.platform.results import RunDirError
 from robofleet.platform.spec import load_spec
 
@@ -97,21 +98,20 @@ def run_sweep(sweep: SweepSpec, out: str | Path, workers: int | None = None, add
     try:
         for point in todo:
             point_dir = out / point.name
-            before = load_summary(point_dir)
             try:
                 run(point.spec, point_dir, workers=workers, address=address, videos=videos, progress=progress)
             except RobofleetError as exc:
                 log.error("sweep %s: run %s failed: %s", sweep.name, point.name, exc)
                 failed[point.name] = f"{type(exc).__name__}: {exc}"
                 _write_manifest(sweep, out, failed)
-            if (point_dir / "spec.toml").exists():
-                write_run_report(point_dir, before)
+                if (point_dir / "spec.toml").exists():
+                    write_run_report(point_dir)  # run() writes its report when it finishes; this one did not
     finally:
         if started_cluster:
             import ray
 
             ray.shutdown()
-    summary = write_sweep_report(out)
+    summary = write_sweep_report(out, refresh_points=False)
     if failed:
         raise SweepError(f"{len(failed)} of {len(sweep.points)} runs failed: "
                          + "; ".join(f"{name}: {err.splitlines()[0]}" for name, err in failed.items())

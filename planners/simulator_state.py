@@ -1,33 +1,13 @@
-"""Exact save/restore of a simulator for the oracle scorer: `env.get_state()` plus what it leaves out.
+"""Exact save/restore of a simulator for the oracle scorer: the env adapter's own snapshot.
 
-`Env.get_state()` is MuJoCo's flat state (time, qpos, qvel, ...). Restoring it with `set_state`
-reproduces the state vector bit for bit, but NOT the future: robosuite 1.4 keeps more state in Python
-and MuJoCo than that vector holds, and stepping after a restore then drifts from stepping from the
-original (measured: up to 0.15 in qpos after 20 steps). What else must come back, all verified by
-tests/test_planners.py (stepping after a restore equals stepping from the original, bit for bit):
-
-- the gripper's commanded opening `gripper.current_action` (it integrates the gripper actions);
-- the observables' sampling clocks and last values (`regenerate_obs_from_state` forces a sample and
-  shifts each observable's clock by one sim substep, so later observations come from another substep);
-- the env's step counter, clock and done flag (`timestep`, `cur_time`, `done`: lookahead steps count
-  toward robosuite's horizon of 1000 steps, after which `step` raises);
-- the whole `MjData` (solver warm start, controls, applied forces, ...), copied with `mj_copyData`;
-  MuJoCo < 3.5 has no `mj_copyData` in Python (LIBERO's pinned 3.3.2, robosuite 1.5's 3.3.1): there
-  the full integration state (`mj_getState` with mjSTATE_INTEGRATION: everything `mj_step` reads
-  from the past, warm start included) is restored, and every MjData array of the model's own sizes
-  (positions, site frames, sensors: what observations read) is copied back as it was. Recomputing
-  them with `mj_forward` instead is not the same: after `mj_step` they describe the state before
-  the last integration, so an expert reading them would see other numbers.
-
-The same attributes exist in robosuite 1.4 (LiberoEnv: `_env.env`) and 1.5 (envs/robosuite15.py:
-`_env`; grippers are then a dict per arm); both are verified bit for bit by the tests (1.5 on Lift
-with OSC_POSE, in `.venv-rs15`). An env may offer `snapshot()` / `restore(snapshot)` itself (the
-contract's get_state/set_state are still used and checked). Other envs get get_state/set_state only
-(a warning says so, once).
+`Env.get_state()` is the flat simulator state; an adapter that can restore more than that (what later
+steps read: robosuite's gripper commands, observable clocks, solver warm start; envs/robosuite_snapshot.py)
+offers `snapshot()` / `restore(snapshot)`. Every restore is checked: `get_state()` must then equal the
+saved state bit for bit. An env without `snapshot` gets get_state/set_state only (a warning says so,
+once per env class).
 """
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +18,11 @@ from robofleet.envs.contract import Env
 from robofleet.planners.contract import PlanningError
 
 log = logging.getLogger(__name__)
-_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
 class SimulatorSnapshot:
-    """state: env.get_state() (flat float64); extra: what get_state leaves out (opaque)."""
+    """state: env.get_state() (flat float64); extra: the adapter's own snapshot, or None (opaque)."""
 
     state: np.ndarray
     extra: Any
@@ -53,14 +32,12 @@ def capture(env: Env) -> SimulatorSnapshot:
     """Everything needed to continue from here exactly as if nothing had happened in between."""
     state = np.array(env.get_state(), dtype=np.float64, copy=True)
     if callable(getattr(env, "snapshot", None)):
-        return SimulatorSnapshot(state, ("env", env.snapshot()))
-    robosuite_env = _robosuite_env(env)
-    if robosuite_env is not None:
-        return SimulatorSnapshot(state, ("robosuite", _capture_robosuite(robosuite_env)))
-    name = type(env).__name__
-    if name not in _warned:
-        _warned.add(name)
-        log.warning("%s offers only get_state/set_state: oracle restores may not reproduce later steps exactly", name)
+        return SimulatorSnapshot(state, env.snapshot())
+    cls = type(env)
+    if not getattr(cls, "_robofleet_warned_no_snapshot", False):
+        cls._robofleet_warned_no_snapshot = True
+        log.warning("%s offers only get_state/set_state: oracle restores may not reproduce later steps exactly",
+                    cls.__name__)
     return SimulatorSnapshot(state, None)
 
 
@@ -68,100 +45,8 @@ def restore(env: Env, snapshot: SimulatorSnapshot) -> None:
     """Put the simulator back to `snapshot`; PlanningError unless get_state() then equals it bit for bit."""
     env.set_state(snapshot.state)
     if snapshot.extra is not None:
-        kind, extra = snapshot.extra
-        if kind == "env":
-            env.restore(extra)
-        else:
-            _restore_robosuite(_robosuite_env(env), extra)
+        env.restore(snapshot.extra)
     after = env.get_state()
     if not np.array_equal(after, snapshot.state):
         changed = int(np.sum(after != snapshot.state)) if after.shape == snapshot.state.shape else -1
         raise PlanningError(f"simulator restore is not exact: {changed} of {snapshot.state.size} state values differ")
-
-
-# -- robosuite 1.4 (LIBERO) and 1.5 -------------------------------------------------------------------
-def _robosuite_env(env: Env) -> Any | None:
-    """The robosuite environment of an adapter, or None: LiberoEnv's ControlEnv.env (robosuite 1.4),
-    or the robosuite-1.5 adapters' own `_env` (envs/robosuite15.py)."""
-    outer = getattr(env, "_env", None)
-    for inner in (outer, getattr(outer, "env", None)):
-        if inner is not None and hasattr(inner, "sim") and hasattr(inner, "_observables") and hasattr(inner, "robots"):
-            return inner
-    return None
-
-
-def _capture_robosuite(renv: Any) -> dict[str, Any]:
-    import mujoco
-
-    model = renv.sim.model._model
-    if hasattr(mujoco, "mj_copyData"):
-        data: Any = mujoco.MjData(model)
-        mujoco.mj_copyData(data, model, renv.sim.data._data)
-    else:  # mujoco < 3.5: the full integration state plus a copy of every array of MjData
-        spec = int(mujoco.mjtState.mjSTATE_INTEGRATION)  # everything mj_step reads from the past
-        state = np.empty(mujoco.mj_stateSize(model, spec), dtype=np.float64)
-        mujoco.mj_getState(model, renv.sim.data._data, state, spec)
-        data = (state, _data_arrays(renv.sim.data._data))
-    observables = {
-        name: (o._time_since_last_sample, o._sampled, o._current_delay, copy.deepcopy(o._current_observed_value))
-        for name, o in renv._observables.items()
-    }
-    return {
-        "data": data,
-        "grippers": [_gripper_actions(robot) for robot in renv.robots],
-        "clock": (renv.timestep, renv.cur_time, renv.done),
-        "observables": observables,
-        "obs_cache": copy.deepcopy(renv._obs_cache),
-    }
-
-
-def _data_arrays(data: Any) -> dict[str, np.ndarray]:
-    """Copies of every numpy array field of an MjData (model-sized ones and the solver's arena views)."""
-    arrays = {}
-    for name in dir(data):
-        if name.startswith("_"):
-            continue
-        value = getattr(data, name, None)
-        if isinstance(value, np.ndarray):
-            arrays[name] = value.copy()
-    return arrays
-
-
-def _put_data_arrays(data: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Write saved arrays back in place; arena views whose size changed since (constraint rows, contacts)
-    are skipped: the next mj_step recomputes them before reading them."""
-    for name, saved in arrays.items():
-        current = getattr(data, name)
-        if current.shape == saved.shape and current.flags.writeable:
-            current[...] = saved
-
-
-def _gripper_actions(robot: Any) -> Any:
-    gripper = robot.gripper
-    if isinstance(gripper, dict):  # bimanual robots: one gripper per arm
-        return {arm: np.array(g.current_action, copy=True) for arm, g in gripper.items()}
-    return np.array(gripper.current_action, copy=True)
-
-
-def _restore_robosuite(renv: Any, saved: dict[str, Any]) -> None:
-    import mujoco
-
-    model = renv.sim.model._model
-    if isinstance(saved["data"], tuple):
-        state, arrays = saved["data"]
-        mujoco.mj_setState(model, renv.sim.data._data, state, int(mujoco.mjtState.mjSTATE_INTEGRATION))
-        _put_data_arrays(renv.sim.data._data, arrays)
-    else:
-        mujoco.mj_copyData(renv.sim.data._data, model, saved["data"])  # in place: views into it stay valid
-    for robot, actions in zip(renv.robots, saved["grippers"]):
-        if isinstance(actions, dict):
-            for arm, value in actions.items():
-                robot.gripper[arm].current_action = value.copy()
-        else:
-            robot.gripper.current_action = actions.copy()
-    renv.timestep, renv.cur_time, renv.done = saved["clock"]
-    for name, (since, sampled, delay, value) in saved["observables"].items():
-        o = renv._observables[name]
-        o._time_since_last_sample, o._sampled, o._current_delay = since, sampled, delay
-        o._current_observed_value = copy.deepcopy(value)
-    renv._obs_cache = copy.deepcopy(saved["obs_cache"])

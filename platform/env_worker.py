@@ -95,6 +95,10 @@ class EnvWorker:
 
     def setup(self) -> dict[str, Any]:
         """Build the simulator and the policy; return this process's facts (pid, package versions)."""
+        import logging
+
+        # Before robosuite is imported: its "No private macro file found!" warnings (3 lines per process).
+        logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
         from robofleet.planners.registry import make_planner
         from robofleet.platform.fingerprint import package_versions
 
@@ -106,7 +110,8 @@ class EnvWorker:
         else:
             policy = _make_local_policy(self.spec)
         self.env = make_env(self.spec)
-        self.planner = make_planner(self.spec.planner.name, self.spec.planner.options, policy, self.env)
+        self.planner = make_planner(self.spec.planner.name, self.spec.planner.options, policy, self.env,
+                                    protocol=self.spec.protocol)
         return {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
                 "packages": {**package_versions(), **family_versions(self.spec.env.family)}}
 

@@ -7,7 +7,7 @@ summary.json shape (stable; tools may parse it; full reference: docs/summary_jso
       "run": {"name", "spec_hash", "seed", "protocol", "policy", "planner", "suite", "reset_mode", "episodes_planned"},
       "overall": Stats, "suites": {suite: Stats}, "tasks": [{"suite", "task_id", "task", **Stats, "videos"}],
       "complete": bool,             # every planned episode is recorded
-      "figures": {...},             # run figures (runner.write_reports)
+      "figures": {...},             # run figures (report_files.run_figures)
       "fingerprint": {"packages": {...}, "git_sha", "hardware": {...}, "id"},
       "worker_packages": [{...}],   # versions seen inside the env workers
       "warnings": [str]             # what makes the numbers less comparable (also in report.md)
@@ -28,7 +28,7 @@ from scipy.stats import binomtest
 SCHEMA_VERSION = 2
 # Fingerprint fields compared between runs of one table (packages, then the rest).
 FINGERPRINT_PACKAGES = ("python", "torch", "mujoco", "robosuite", "libero", "ray", "diffusers", "numpy", "transformers")
-FINGERPRINT_FIELDS = (*FINGERPRINT_PACKAGES, "git_sha", "cpu_model", "gpus")
+FINGERPRINT_FIELDS = (*FINGERPRINT_PACKAGES, "assets", "git_sha", "cpu_model", "gpus")
 # Package versions shown per env worker environment (families run in their own Pythons: envs/families.py).
 WORKER_PACKAGES = ("python", "robosuite", "mujoco", "numpy", "libero", "robocasa", "torch", "ray")
 
@@ -128,6 +128,11 @@ def run_warnings(summary: Mapping[str, Any]) -> list[str]:
     if run.get("protocol", "robofleet") != "reference" and run.get("family", "libero") != "robosuite":
         warnings.append("protocol robofleet: scenes and noise seeded per episode, not the reference evaluation's "
                         "(not comparable with published numbers; platform/protocol.py)")
+    assets = (summary.get("fingerprint") or {}).get("assets") or {}
+    if assets.get("status") == "modified":
+        shown = ", ".join(assets.get("first_modified", [])[:5])
+        warnings.append(f"assets: {assets.get('summary')}: the LIBERO scenes are not the benchmark's ({shown}; "
+                        "`python -m robofleet.envs.libero_assets check` lists them)")
     if run.get("reset_mode") == "soft":
         warnings.append("soft resets: episodes are not bit-identical to hard-reset runs")
     worker_versions = {tuple(sorted((w or {}).items())) for w in summary.get("worker_packages", [])}
@@ -146,6 +151,7 @@ def fingerprint_fields(fp: Mapping[str, Any]) -> dict[str, Any]:
     packages = fp.get("packages") or {}
     hardware = fp.get("hardware") or {}
     out: dict[str, Any] = {name: packages.get(name) for name in FINGERPRINT_PACKAGES}
+    out["assets"] = (fp.get("assets") or {}).get("summary")
     out["git_sha"] = fp.get("git_sha")
     out["cpu_model"] = hardware.get("cpu_model")
     gpus = hardware.get("gpus")
@@ -181,9 +187,6 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-_pct = pct
-
-
 def ci_text(ci: Sequence[float]) -> str:
     return f"{pct(ci[0])}-{pct(ci[1])}"
 
@@ -205,6 +208,10 @@ def fingerprint_lines(fp: Mapping[str, Any], spec_hash: str | None = None) -> li
     if spec_hash:
         lines.append(f"- spec hash: `{spec_hash}`")
     lines += [f"- {k}: {v}" for k, v in (fp.get("packages") or {}).items()]
+    if fp.get("assets"):
+        assets = fp["assets"]
+        lines.append(f"- assets: {assets.get('summary')} (LIBERO tree {assets.get('source')}, checked against "
+                     f"{assets.get('upstream')}@{str(assets.get('manifest'))[:12]})")
     hw = fp.get("hardware") or {}
     lines += [f"- hardware: {hw.get('cpu_model')} x{hw.get('cpus')}, {hw.get('memory_gb')} GB"
               + (f", GPUs: {', '.join(hw['gpus'])}" if hw.get("gpus") else ", no GPU")]

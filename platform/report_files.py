@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,8 +31,6 @@ from robofleet.platform.report import (
 from robofleet.platform.report_html import render_run_html, render_sweep_html
 from robofleet.platform.report_sweep import LoadedRun, combine_runs, render_sweep_markdown
 from robofleet.platform.spec import RunSpec, load_spec
-
-_UNSET: Any = object()
 
 
 class ReportError(RobofleetError):
@@ -92,38 +91,79 @@ def _same_software(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return a.get("id") == b.get("id") and a.get("git_sha") == b.get("git_sha")
 
 
-def build_run_summary(run_dir: Path, before: Mapping[str, Any] | None = _UNSET) -> tuple[dict[str, Any], pd.DataFrame]:
-    """The extended summary of a run directory, and its episode frame.
+@dataclass(frozen=True)
+class Invocation:
+    """What one `run()` that ran `ran` episodes knows beyond episodes.csv (runner.run builds it).
 
-    before: the summary.json as it was before the invocation that just ran (runner.run rewrites it,
-        recomputing the fingerprint on this machine even when it ran nothing). Leave it out when
-        nothing ran (`robofleet report`): the recorded fingerprint and figures are then kept.
+    wall_s: the whole invocation; episodes_wall_s: from the first episode scheduled to the last one
+    recorded (throughput figures use it). serving: each replica's stats. worker_packages: versions
+    seen inside the env workers. fingerprint: the driver's software and hardware.
+    """
+
+    ran: int
+    wall_s: float
+    episodes_wall_s: float | None
+    worker_packages: Sequence[Mapping[str, Any]]
+    serving: Sequence[Mapping[str, Any]]
+    fingerprint: Mapping[str, Any]
+
+
+def run_figures(spec: RunSpec, rows: Sequence[Mapping[str, str]], invocation: Invocation | None) -> dict[str, Any]:
+    """The "figures" table: totals over episodes.csv, and the figures of the invocation that just ran."""
+    frame = episodes_frame(rows)
+    env_steps = int(frame["steps"].sum()) if not frame.empty else 0
+    busy_s = float(frame["wall_s"].sum()) if not frame.empty else 0.0
+    figures: dict[str, Any] = {
+        "episodes_recorded": len(frame),
+        "env_steps": env_steps,
+        "episode_seconds_total": busy_s,
+        "env_steps_per_episode_second": env_steps / busy_s if busy_s else 0.0,
+        "workers": spec.run.workers,
+    }
+    if invocation is not None and invocation.ran and invocation.wall_s:
+        recent = episodes_frame(list(rows)[-invocation.ran:])  # rows are in the order episodes finished
+        busy = invocation.episodes_wall_s or invocation.wall_s
+        figures["this_invocation"] = {
+            "episodes": invocation.ran,
+            "wall_s": invocation.wall_s,
+            "startup_s": invocation.wall_s - busy,
+            "episodes_per_hour": 3600 * invocation.ran / busy,
+            "env_steps_per_s": float(recent["steps"].sum()) / busy,
+            "chunks_per_s": float(recent["queries"].sum()) / busy,
+        }
+    if invocation is not None and invocation.serving:
+        figures["replicas"] = list(invocation.serving)
+    return figures
+
+
+def build_run_summary(run_dir: Path, invocation: Invocation | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The summary of a run directory, and its episode frame.
+
+    invocation: what the `run()` that just ran knows (None for `robofleet report`: the recorded
+        fingerprint, worker packages and last invocation's figures are then kept).
     """
     run_dir = Path(run_dir)
     spec = load_spec(run_dir / "spec.toml")
-    frame = episodes_frame(read_rows(run_dir))
-    current = load_summary(run_dir)
-    if before is _UNSET:
-        before = current
-    ran = current is not None and before is not current and "this_invocation" in current.get("figures", {})
+    rows = read_rows(run_dir)
+    frame = episodes_frame(rows)
+    previous = load_summary(run_dir)  # as the last invocation left it: run() writes only through here
+    figures = run_figures(spec, rows, invocation)
+    ran = invocation is not None and invocation.ran > 0
     source = "run"
-    if ran and current is not None:
-        fp, workers, figures = current["fingerprint"], current.get("worker_packages", []), dict(current["figures"])
-    elif before:
-        fp, workers = before["fingerprint"], before.get("worker_packages", [])
-        figures = {**(current or before).get("figures", {})}
+    if ran:
+        fp, workers = dict(invocation.fingerprint), list(invocation.worker_packages)
+    elif previous:
+        fp, workers = previous["fingerprint"], previous.get("worker_packages", [])
         for key in ("this_invocation", "replicas"):  # figures of the last invocation that ran episodes
-            figures.pop(key, None)
-            if key in before.get("figures", {}):
-                figures[key] = before["figures"][key]
-        source = before.get("fingerprint_source", "run")
-    elif current:
-        fp, workers, figures = current["fingerprint"], current.get("worker_packages", []), dict(current["figures"])
+            if key in previous.get("figures", {}):
+                figures[key] = previous["figures"][key]
+        source = previous.get("fingerprint_source", "run")
     else:
-        fp, workers, figures, source = fingerprint(), [], {"episodes_recorded": len(frame)}, "report"
-    seen = list((before or {}).get("fingerprints_seen") or [])
-    if not seen and before and before.get("fingerprint") and before.get("overall", {}).get("episodes"):
-        seen = [before["fingerprint"]]
+        fp, workers = dict(invocation.fingerprint) if invocation else fingerprint(), []
+        source = "run" if invocation else "report"
+    seen = list((previous or {}).get("fingerprints_seen") or [])
+    if not seen and previous and previous.get("fingerprint") and previous.get("overall", {}).get("episodes"):
+        seen = [previous["fingerprint"]]
     if (ran or not seen) and len(frame) and not any(_same_software(fp, s) for s in seen):
         seen.append(fp)
     summary = summarize(frame, run_info(spec), figures, fp, workers)
@@ -179,14 +219,12 @@ def write_run_files(run_dir: Path, summary: Mapping[str, Any]) -> None:
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
-def write_run_report(run_dir: Path, before: Mapping[str, Any] | None = _UNSET) -> dict[str, Any]:
-    """Rebuild and write every report file of a run directory; returns its summary.
-
-    before: see build_run_summary (pass the pre-run summary.json right after runner.run).
-    """
+def write_run_report(run_dir: Path, invocation: Invocation | None = None) -> dict[str, Any]:
+    """The one writer of a run directory's report files (runner.run, `robofleet report`, sweeps);
+    returns its summary. invocation: see build_run_summary."""
     if not is_run_dir(run_dir):
         raise ReportError(f"{run_dir}: not a run directory (no spec.toml)")
-    summary, _ = build_run_summary(run_dir, before)
+    summary, _ = build_run_summary(run_dir, invocation)
     write_run_files(run_dir, summary)
     return summary
 
@@ -241,7 +279,7 @@ def write_combined_files(out: Path, summary: Mapping[str, Any]) -> None:
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
-def _load_run(name: str, directory: str, path: Path, spec: RunSpec, config: str, refresh: bool,
+def load_run(name: str, directory: str, path: Path, spec: RunSpec, config: str, refresh: bool,
               error: str | None = None) -> LoadedRun:
     if is_run_dir(path):
         summary = write_run_report(path) if refresh else build_run_summary(path)[0]
@@ -249,21 +287,6 @@ def _load_run(name: str, directory: str, path: Path, spec: RunSpec, config: str,
     else:
         summary, frame = None, pd.DataFrame()
     return LoadedRun(name=name, dir=directory, spec=spec, config=config, summary=summary, frame=frame, error=error)
-
-
-def write_sweep_report(sweep_dir: Path) -> dict[str, Any]:
-    """Refresh every grid point's report and write the sweep's combined report; returns its summary."""
-    from robofleet.jobs.sweep import load_sweep
-
-    sweep_dir = Path(sweep_dir)
-    sweep = load_sweep(sweep_dir / "sweep.toml")
-    manifest = json.loads((sweep_dir / "sweep.json").read_text()) if (sweep_dir / "sweep.json").exists() else {}
-    failed = manifest.get("failed_points", {})
-    runs = [_load_run(p.name, p.name, sweep_dir / p.name, p.spec, p.config, refresh=True, error=failed.get(p.name))
-            for p in sweep.points]
-    summary = combine_runs(sweep.name, runs, sweep.description)
-    write_combined_files(sweep_dir, summary)
-    return summary
 
 
 def _config_label(directory_name: str) -> str:
@@ -284,18 +307,8 @@ def write_combined_report(run_dirs: Sequence[Path], out: Path, name: str | None 
             raise ReportError(f"{raw}: not a run directory (no spec.toml)")
         label = path.name if path.name not in names else f"{path.parent.name}/{path.name}"
         names.add(label)
-        runs.append(_load_run(label, os.path.relpath(path, out), path, load_spec(path / "spec.toml"),
+        runs.append(load_run(label, os.path.relpath(path, out), path, load_spec(path / "spec.toml"),
                               _config_label(path.name), refresh=False))
     summary = combine_runs(name or out.name, runs)
     write_combined_files(out, summary)
     return summary
-
-
-def write_report(path: Path) -> dict[str, Any]:
-    """Rewrite the reports of a run directory or of a sweep directory."""
-    path = Path(path)
-    if is_sweep_dir(path):
-        return write_sweep_report(path)
-    if is_run_dir(path):
-        return write_run_report(path)
-    raise ReportError(f"{path}: neither a run directory (spec.toml) nor a sweep directory (sweep.toml)")

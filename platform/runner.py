@@ -19,8 +19,7 @@ from robofleet.platform.cluster import connect
 from robofleet.platform.episodes import EpisodeSpec, expand_episodes
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.platform.fingerprint import fingerprint
-from robofleet.platform.report import episodes_frame, render_markdown, summarize
-from robofleet.platform.report_files import run_info
+from robofleet.platform.report_files import Invocation, write_run_report
 from robofleet.platform.results import RunStore
 from robofleet.platform.spec import RunSpec
 
@@ -61,6 +60,8 @@ def check_resources(spec: RunSpec, n_workers: int) -> int:
             "serving.cpus_per_replica",
             f"{s.replicas} replicas x {s.cpus_per_replica:g} CPUs leave {max(free, 0):g} of the cluster's {cpus:g} CPUs; "
             f"an env worker needs {spec.run.cpus_per_worker:g} (lower serving.cpus_per_replica or run.cpus_per_worker)")
+    if n_workers < 1:
+        raise SpecError("run.workers", f"{n_workers} env workers: give an integer >= 1")
     if free < n_workers * spec.run.cpus_per_worker:
         fit = int(free // spec.run.cpus_per_worker)
         log.warning("only %d of %d env workers fit (%g CPUs free for workers at %g each): starting %d",
@@ -164,7 +165,12 @@ class _WorkerPool:
         self.workers[index] = worker
         return worker
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Let every worker close its simulator (EGL context, MuJoCo model), then end the actors."""
+        try:
+            ray.get([w.close.remote() for w in self.workers], timeout=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a dead or stuck worker is killed below anyway
+            log.debug("closing env workers: %s", exc)
         for w in self.workers:
             try:
                 ray.kill(w)
@@ -176,6 +182,8 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
         videos: int = 0, progress: bool = True) -> dict[str, Any]:
     """Run (or resume) every episode of `spec` into `out_dir`; returns the summary."""
     if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise SpecError("workers", f"{workers!r} env workers: give an integer >= 1")
         spec = replace(spec, run=replace(spec.run, workers=workers))
     if videos and not spec.env.render_cameras:
         raise SpecError("--videos", "needs cameras: set env.render_cameras = true or drop --videos")
@@ -194,7 +202,11 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
         started_cluster = connect(address)
         replicas: list[Any] = []
         try:
-            n_workers = check_resources(spec, min(spec.run.workers, len(todo)))
+            wanted = min(spec.run.workers, len(todo))
+            n_workers = check_resources(spec, wanted)
+            if n_workers < wanted:  # spec.toml and the figures record the workers that ran, not an impossible count
+                spec = replace(spec, run=replace(spec.run, workers=n_workers))
+                store = RunStore(out_dir, spec)
             replicas = start_replicas(spec) if spec.serving.replicas else []
             worker_packages, episodes_wall_s = _schedule(spec, store, todo, len(episodes) - len(todo),
                                                          len(episodes), videos, progress, replicas, n_workers)
@@ -204,8 +216,20 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
                 ray.kill(r)
             if started_cluster:
                 ray.shutdown()
-    return write_reports(spec, store, wall_s=time.perf_counter() - started, worker_packages=worker_packages,
-                         serving=serving, ran=len(todo), episodes_wall_s=episodes_wall_s)
+    invocation = Invocation(ran=len(todo), wall_s=time.perf_counter() - started, episodes_wall_s=episodes_wall_s,
+                            worker_packages=worker_packages, serving=serving, fingerprint=run_fingerprint(spec))
+    return write_run_report(store.root, invocation)
+
+
+def run_fingerprint(spec: RunSpec) -> dict[str, Any]:
+    """The driver's fingerprint, with the LIBERO asset tree's check for LIBERO runs (`assets`:
+    envs/libero_assets.AssetsRecord; "original" = every upstream file byte for byte)."""
+    fp = fingerprint()
+    if spec.env.family == "libero":
+        from robofleet.envs.libero_assets import current_assets_record
+
+        fp["assets"] = dict(current_assets_record())
+    return fp
 
 
 def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: int) -> str | None:
@@ -269,44 +293,3 @@ def _row(spec: RunSpec, store_root: Path, job: _InFlight, result: dict[str, Any]
         **{k: v for k, v in result.items() if k != "task"},
         "video": str(Path(job.video).relative_to(store_root)) if job.video else "",
     }
-
-
-def write_reports(spec: RunSpec, store: RunStore, wall_s: float | None = None,
-                  worker_packages: list[dict[str, Any]] | None = None,
-                  serving: list[dict[str, Any]] | None = None, ran: int = 0,
-                  episodes_wall_s: float | None = None) -> dict[str, Any]:
-    """(Re)write summary.json and report.md from episodes.csv.
-
-    wall_s, ran, serving: figures of the invocation that just ran `ran` episodes (throughput,
-    replica batch-size histograms, queue waits, model time per batch, GPU memory).
-    episodes_wall_s: the part of wall_s after start-up (policy loading, simulator building);
-    throughput figures use it, `wall_s` keeps the whole.
-    """
-    rows = store.rows()
-    frame = episodes_frame(rows)
-    env_steps = int(frame["steps"].sum()) if not frame.empty else 0
-    busy_s = float(frame["wall_s"].sum()) if not frame.empty else 0.0
-    figures = {
-        "episodes_recorded": len(frame),
-        "env_steps": env_steps,
-        "episode_seconds_total": busy_s,
-        "env_steps_per_episode_second": env_steps / busy_s if busy_s else 0.0,
-        "workers": spec.run.workers,
-    }
-    if wall_s and ran:
-        recent = episodes_frame(rows[-ran:])  # rows are in the order episodes finished
-        busy = episodes_wall_s or wall_s
-        figures["this_invocation"] = {
-            "episodes": ran,
-            "wall_s": wall_s,
-            "startup_s": wall_s - busy,
-            "episodes_per_hour": 3600 * ran / busy,
-            "env_steps_per_s": float(recent["steps"].sum()) / busy,
-            "chunks_per_s": float(recent["queries"].sum()) / busy,
-        }
-    if serving:
-        figures["replicas"] = serving
-    summary = summarize(frame, run_info(spec), figures, fingerprint(), worker_packages or [])
-    store.write_json("summary.json", summary)
-    store.write_text("report.md", render_markdown(summary))
-    return summary

@@ -174,6 +174,57 @@ def test_weights_are_read_weights_only(tmp_path: Path):
         read_weights(path)
 
 
+def _older_te_state_dict() -> dict[str, object]:
+    """`net.` tensors plus `_extra_state` entries as older TransformerEngine saved them: BytesIO, often empty."""
+    return {
+        "net.blocks.0.self_attn.q_proj.weight": torch.arange(6.0).view(2, 3),
+        "net.blocks.0.self_attn._extra_state": io.BytesIO(),  # pickled as the call bytes(): GLOBAL builtins.bytes
+        "net.blocks.0.mlp._extra_state": io.BytesIO(b"fp8 scaling state"),
+    }
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_older_transformer_engine_bytesio_extra_state_loads(tmp_path: Path, zip_format: bool):
+    path = tmp_path / "older_te.pt"
+    torch.save(_older_te_state_dict(), path, _use_new_zipfile_serialization=zip_format)
+    raw = read_weights(path)
+    assert torch.equal(raw["net.blocks.0.self_attn.q_proj.weight"], torch.arange(6.0).view(2, 3))
+    assert raw["net.blocks.0.self_attn._extra_state"].getvalue() == b""
+    assert raw["net.blocks.0.mlp._extra_state"].getvalue() == b"fp8 scaling state"
+
+
+def test_a_file_with_bytesio_and_another_global_is_still_refused(tmp_path: Path):
+    import os
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo code ran",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({**_older_te_state_dict(), "net.x": RunsCode()}, path)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        read_weights(path)
+
+
+def test_bytes_with_arguments_is_refused(tmp_path: Path):
+    class HugeAllocation:
+        def __reduce__(self):
+            return (bytes, (10**12,))
+
+    path = tmp_path / "huge.pt"
+    torch.save({"net.x": HugeAllocation()}, path)
+    with pytest.raises(CheckpointError, match="refusing builtins.bytes"):
+        read_weights(path)
+
+
+def test_the_allow_list_does_not_outlive_the_load(tmp_path: Path):
+    path = tmp_path / "older_te.pt"
+    torch.save(_older_te_state_dict(), path)
+    read_weights(path)
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(path, weights_only=True)
+
+
 def test_missing_statistics_keys_are_named(tmp_path: Path):
     path = tmp_path / "libero_dataset_statistics.json"
     path.write_text(json.dumps({k: v for k, v in STATS.items() if k != "proprio_max"}))
@@ -216,7 +267,7 @@ def test_converted_pickle_keeps_every_embedding_bit_for_bit(tmp_path: Path):
 
 
 def test_convert_embeddings_command_writes_safetensors(tmp_path: Path):
-    from robofleet.platform.cli import main
+    from robofleet.jobs.cli import main
 
     source, target = tmp_path / "t5.pkl", tmp_path / "t5.safetensors"
     _released_pickle(source, {INSTRUCTION: _t5_like(3)})

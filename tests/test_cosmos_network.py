@@ -63,3 +63,56 @@ def test_training_state_and_rope_tables_are_dropped_but_weights_are_not():
                 "net.pos_embedder.dim_spatial_range", "net.blocks.0.self_attn._extra_state"):
         assert is_dropped(key), key
     assert not is_dropped("net.blocks.0.self_attn.q_proj.weight")
+
+
+# The Wan2.1 latent statistics as NVIDIA's tokenizer writes them (cosmos_policy/tokenizers/wan2pt1.py).
+REFERENCE_MEAN = [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                  0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921]
+REFERENCE_STD = [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                 3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160]
+
+
+def _reference_scale() -> list[torch.Tensor]:
+    """The reference's `scale = [mean, 1.0 / std]`, built from bf16 tensors as its bf16 VAE builds it."""
+    mean = torch.tensor(REFERENCE_MEAN, dtype=torch.bfloat16)
+    std = torch.tensor(REFERENCE_STD, dtype=torch.bfloat16)
+    return [mean.view(1, 16, 1, 1, 1), (1.0 / std).view(1, 16, 1, 1, 1)]
+
+
+def _bf16_network() -> CosmosNetwork:
+    return CosmosNetwork.build(TINY, torch.device("cpu"), torch.bfloat16, seed=3)
+
+
+def test_bf16_normalisation_equals_the_reference_encode_bit_for_bit():
+    network = _bf16_network()
+    assert network.vae.config.latents_mean == REFERENCE_MEAN and network.vae.config.latents_std == REFERENCE_STD
+    mu = (torch.randn(2, 16, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 3).to(torch.bfloat16)
+    scale = _reference_scale()
+    expected = (mu - scale[0]) * scale[1]  # WanVAE_.encode, in bf16
+    assert torch.equal(network.normalise_latents(mu), expected.float())
+
+
+def test_bf16_denormalisation_equals_the_reference_decode_bit_for_bit():
+    network = _bf16_network()
+    z = torch.randn(2, 16, 3, 4, 4, generator=torch.Generator().manual_seed(1))  # float32 sampler output
+    scale = _reference_scale()
+    expected = z.to(torch.bfloat16) / scale[1] + scale[0]  # WanVAE.decode casts to bf16, then WanVAE_.decode
+    result = network.denormalise_latents(z)
+    assert result.dtype == torch.bfloat16 and torch.equal(result, expected)
+
+
+def test_bf16_encode_normalises_the_posterior_mode_the_reference_way():
+    network = _bf16_network()
+    video = torch.rand(1, 3, 5, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    mode = network.vae.encode(video.to(torch.bfloat16)).latent_dist.mode()
+    scale = _reference_scale()
+    assert torch.equal(network.encode(video), ((mode - scale[0]) * scale[1]).float())
+
+
+def test_float32_normalisation_keeps_exact_float32_constants():
+    network = CosmosNetwork.build(TINY, torch.device("cpu"), torch.float32, seed=3)
+    mu = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(4))
+    mean = torch.tensor(REFERENCE_MEAN).view(1, 16, 1, 1, 1)
+    std = torch.tensor(REFERENCE_STD).view(1, 16, 1, 1, 1)
+    assert torch.equal(network.normalise_latents(mu), (mu - mean) / std)
+    assert torch.equal(network.denormalise_latents(mu), mu * std + mean)

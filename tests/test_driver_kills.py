@@ -69,7 +69,7 @@ class DriverTrace:
         was = self.phase
         if name == "submit" and self.phase == "start-up":
             self.phase = "episodes"
-        elif name == "write_reports":
+        elif name == "write_run_report":
             self.phase = "reports"
         self.lines[self.phase] += 1
         if self.kill and (self.kill == (self.phase, self.lines[self.phase]) or self.kill[0] == was != self.phase):

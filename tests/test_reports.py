@@ -17,7 +17,8 @@ import pytest
 
 from robofleet.platform.episodes import expand_episodes
 from robofleet.platform.report import mean_std, wilson_interval
-from robofleet.platform.report_files import write_combined_report, write_report, write_run_report
+from robofleet.jobs.sweep_report import write_report
+from robofleet.platform.report_files import Invocation, write_combined_report, write_run_report
 from robofleet.platform.results import RunStore
 from robofleet.platform.rollout_frames import compose_frame
 from robofleet.platform.spec import dump_spec_toml, spec_from_dict
@@ -190,17 +191,18 @@ def test_a_run_resumed_under_other_software_is_flagged(tmp_path):
     before = json.loads((run / "summary.json").read_text())
     newer = copy.deepcopy(FINGERPRINT)
     newer["packages"]["mujoco"], newer["id"] = "3.3.2", "fp-b"
-    # what runner.write_reports leaves after an invocation that ran episodes on other software
-    (run / "summary.json").write_text(json.dumps({**before, "fingerprint": newer,
-                                                  "figures": {"this_invocation": {"episodes": 1}}}))
-    summary = write_run_report(run, before)
+    # what runner.run passes after an invocation that ran episodes on other software
+    invocation = Invocation(ran=1, wall_s=1.0, episodes_wall_s=None, worker_packages=[], serving=[],
+                            fingerprint=newer)
+    summary = write_run_report(run, invocation)
+    assert before["fingerprint"]["id"] == "fp-a"
     assert [fp["id"] for fp in summary["fingerprints_seen"]] == ["fp-a", "fp-b"]
     assert any("different software" in w and "mujoco" in w for w in summary["warnings"])
 
 
 def test_the_report_command_rewrites_a_run_directory(tmp_path):
     run = make_run_dir(tmp_path / "run", outcomes([0], 2, lambda t, i: i == 0))
-    out = subprocess.run([sys.executable, "-m", "robofleet.platform.cli", "report", str(run)],
+    out = subprocess.run([sys.executable, "-m", "robofleet.jobs.cli", "report", str(run)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert str(run / "report.html") in out.stdout

@@ -148,7 +148,7 @@ def test_solves_a_libero_object_episode_in_real_physics(expert):
         for _ in range(env.max_steps):
             step = env.step(expert.predict([obs], [0])[0].actions[0])
             obs = step.obs
-            if step.done:
+            if step.success:
                 success = step.success
                 break
     finally:

@@ -1,10 +1,13 @@
 """Camera images -> the Cosmos Policy's input images, without torch (env workers run it too).
 
-Per image (as the reference evaluation prepares them): optional JPEG quality-95 round trip (the
-training data were JPEG files), resize to the model's square size (PIL bicubic), then optionally
-the 90%-area centre crop resized back (PIL bilinear) used by checkpoints trained with random
-resized crops. The reference does the crop/resize with torchvision on uint8 tensors; PIL's bilinear
-filter uses the same pixel-centre convention, so results agree to about one intensity level.
+Per image, exactly as the reference evaluation prepares them (cosmos_utils.py,
+`prepare_images_for_model`): optional JPEG quality-95 round trip with PIL's default settings
+(dataset_utils.py, `apply_jpeg_compression_np`; the training data were JPEG files), resize to
+the model's square size with PIL's default filter for RGB, bicubic, skipped when the image already
+has that size (dataset_utils.py, `resize_images`), then optionally the 90%-area centre crop
+(`int(size * sqrt(0.9))` px at torchvision's `center_crop` offset) resized back to the model
+size as torchvision's antialiased bilinear `F.resize` does on a uint8 tensor (`apply_image_transforms`;
+reproduced in numpy by resize.py, bit for bit).
 
 `CameraPreparer` is this work for one whole Observation. A replica hands it to its clients (the env
 workers) so that the JPEG/resize work runs there, spread over the workers' CPUs, while the replica's
@@ -21,6 +24,7 @@ from PIL import Image
 
 from robofleet.envs.contract import Observation
 from robofleet.policies.contract import PreparedObservation
+from robofleet.policies.cosmos.resize import resize_bilinear_antialias
 
 JPEG_QUALITY = 95
 CROP_AREA_FRACTION = 0.9  # training used random resized crops of 90% area; test time takes the centre one
@@ -42,12 +46,21 @@ def prepare_image(image: np.ndarray, size: int, *, jpeg_roundtrip: bool, center_
         picture = Image.open(buffer).convert("RGB")
     if picture.size != (size, size):
         picture = picture.resize((size, size), Image.Resampling.BICUBIC)
-    if center_crop:
-        crop = int(size * CROP_AREA_FRACTION**0.5)
-        offset = int(round((size - crop) / 2.0))  # torchvision's centre_crop convention
-        picture = picture.crop((offset, offset, offset + crop, offset + crop))
-        picture = picture.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(picture, dtype=np.uint8)
+    resized = np.asarray(picture, dtype=np.uint8)
+    if not center_crop:
+        return resized
+    crop, offset = center_crop_box(size)
+    return resize_bilinear_antialias(resized[offset:offset + crop, offset:offset + crop], size, size)
+
+
+def center_crop_box(size: int) -> tuple[int, int]:
+    """(side, offset) in pixels of the 90%-area centre crop of a size x size image: 224 -> (212, 6).
+
+    Side as the reference computes it, int(size * sqrt(0.9)); offset as torchvision's
+    center_crop, int(round((size - side) / 2)).
+    """
+    crop = int(size * CROP_AREA_FRACTION**0.5)
+    return crop, int(round((size - crop) / 2.0))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import io
 import logging
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -96,6 +97,25 @@ def locate_vae(location: str) -> Path:
     raise CheckpointError(f"no diffusers VAE (config.json) in {directory} or its {VAE_SUBFOLDER}/ folder")
 
 
+def _empty_bytes(*args: object) -> bytes:
+    """Stand-in for `builtins.bytes` in a weights-only load: only the call `bytes()`.
+
+    Pickle protocol 2 (torch.save's) writes an empty bytes object as the call `bytes()`
+    (GLOBAL builtins.bytes + REDUCE), which an empty TransformerEngine `_extra_state` BytesIO
+    holds; non-empty bytes go through `_codecs.encode`, which torch already allows. Any argument
+    (`bytes(10**12)` would allocate a terabyte) is refused.
+    """
+    if args:
+        raise pickle.UnpicklingError(f"refusing builtins.bytes{args!r} in a checkpoint: only bytes() is allowed")
+    return b""
+
+
+# What older TransformerEngine `_extra_state` entries need beyond torch's weights-only defaults:
+# io.BytesIO (rebuilt from bytes and a position; it holds data, runs nothing) and the empty
+# bytes() call. Nothing else: any other global still fails the load.
+_EXTRA_STATE_GLOBALS = [io.BytesIO, (_empty_bytes, "builtins.bytes")]
+
+
 def read_weights(path: Path) -> dict[str, Any]:
     """The raw NVIDIA-named state dict of a `.pt` (weights_only) or `.safetensors` file."""
     if path.suffix == ".safetensors":
@@ -104,9 +124,9 @@ def read_weights(path: Path) -> dict[str, Any]:
         except (OSError, SafetensorError) as err:
             raise CheckpointError(f"cannot read {path} as safetensors: {err}") from err
     try:
-        # TransformerEngine stores `_extra_state` as BytesIO: allow that one harmless class, nothing else.
-        with torch.serialization.safe_globals([io.BytesIO]):
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        with torch.serialization.safe_globals(_EXTRA_STATE_GLOBALS):
+            # mmap needs torch's zip format; files in the pre-1.6 legacy format are read into memory
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as err:
         raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint: {err}") from err
     if not isinstance(raw, dict):

@@ -38,6 +38,10 @@ RELEASED_CHECKPOINTS = {
     "aloha": "nvidia/Cosmos-Policy-ALOHA-Predict2-2B",
 }
 DEFAULT_VAE = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"  # diffusers-format Wan2.1 VAE under vae/
+# `jpeg_roundtrip` default per env family, as NVIDIA's evaluation scripts run each checkpoint:
+# run_libero_eval.py and run_robocasa_eval.py pass --use_jpeg_compression True, the ALOHA
+# server (aloha/deploy.py) --use_jpeg_compression False.
+JPEG_ROUNDTRIP_DEFAULTS = {"libero": True, "robocasa": True, "aloha": False}
 DTYPES = ("auto", "float32", "bfloat16")
 VAE_ENCODES = ("needed", "full")
 COMPILE_CHOICES = ("auto", *COMPILE_SCOPES)  # auto: "full" on CUDA, "none" on the CPU
@@ -68,7 +72,7 @@ class CosmosOptions:
     autoregressive_future: bool = False  # predict s' in a second pass conditioned on the sampled action
     autoregressive_value: bool = False  # predict V in a further pass conditioned on [s, a, s']
     image_size: int | None = None  # model input side in pixels, multiple of 16; default 224 (tiny: 32)
-    jpeg_roundtrip: bool = True  # JPEG q95 round trip, as the training images were JPEG files
+    jpeg_roundtrip: bool | None = None  # JPEG q95 round trip of camera images; default: JPEG_ROUNDTRIP_DEFAULTS (ALOHA off)
     center_crop: bool = True  # 90%-area centre crop (checkpoints trained with image augmentation)
     return_future_images: bool = False  # decode predicted future camera images (costs a VAE decode)
     return_latents: bool = False  # attach predict()'s latent sample (~450 KB at 224 px) for value()
@@ -237,7 +241,7 @@ def make_cosmos(options: Mapping[str, Any], env_family: str) -> CosmosPolicy:
         autoregressive_future=opts.autoregressive_future,
         autoregressive_value=opts.autoregressive_value,
         image_size=image_size,
-        jpeg_roundtrip=opts.jpeg_roundtrip,
+        jpeg_roundtrip=JPEG_ROUNDTRIP_DEFAULTS[env_family] if opts.jpeg_roundtrip is None else opts.jpeg_roundtrip,
         center_crop=opts.center_crop,
         return_future_images=opts.return_future_images,
         return_latents=opts.return_latents,

