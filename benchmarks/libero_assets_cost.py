@@ -90,7 +90,9 @@ def main() -> None:
                        "LIBERO_CONFIG_PATH": str(site.parent / "config"), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
                 done = subprocess.run([sys.executable, __file__, "--standin", args.standin, "--steps", str(args.steps),
                                        "--image-size", str(args.image_size), "--child", json.dumps(TASKS)],
-                                      env=env, capture_output=True, text=True, check=True)
+                                      env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"{name} child failed:\n{done.stderr[-3000:]}")
                 results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
     table = {}
     for key in results["original"][0]:

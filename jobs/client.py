@@ -5,11 +5,13 @@
     robofleet logs raysubmit_XXXX --address http://127.0.0.1:8265 [--follow]
     robofleet stop raysubmit_XXXX --address http://127.0.0.1:8265
 
-A submitted job runs `python -m robofleet.platform.cli run --spec-env ROBOFLEET_SPEC_TOML --out OUT
+A submitted job runs `PYTHON -m robofleet.jobs.cli run --spec-env ROBOFLEET_SPEC_TOML --out OUT
 --address auto` on the cluster: the spec's text travels in the job's runtime env (what was validated
 here is what runs there, whatever happens to the file afterwards), and the repository is the job's
-working_dir (without .venv, .git, runs/, caches and files over 10 MB). The cluster's Python must
-import robofleet (start it from the project's venv: `.venv/bin/ray start --head ...`).
+working_dir (without .venv, .git, runs/, caches and files over 10 MB). PYTHON must import robofleet
+on the cluster: by default it is the Python running `robofleet submit` (sys.executable; right for a
+cluster on this machine, or nodes with the same venv path); `--python` names another. A job's own
+`python` on PATH is whatever the raylet was started with, usually not a robofleet venv.
 
 OUT is a path on the cluster (shared storage for several nodes); submitting the same spec with the
 same --out again resumes: recorded episodes are skipped.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,9 +120,12 @@ class Submission:
     name: str
 
 
-def build_entrypoint(out: str, workers: int | None = None, videos: int = 0, python: str = "python") -> str:
-    """The job's shell command: `robofleet run` on the spec in $ROBOFLEET_SPEC_TOML, joining the job's cluster."""
-    cmd = [python, "-m", "robofleet.platform.cli", "run", "--spec-env", SPEC_ENV_VAR, "--out", out,
+def build_entrypoint(out: str, workers: int | None = None, videos: int = 0, python: str | None = None) -> str:
+    """The job's shell command: `robofleet run` on the spec in $ROBOFLEET_SPEC_TOML, joining the job's cluster.
+
+    python: the cluster's interpreter (default: sys.executable, this Python, which imports robofleet).
+    """
+    cmd = [python or sys.executable, "-m", "robofleet.jobs.cli", "run", "--spec-env", SPEC_ENV_VAR, "--out", out,
            "--address", "auto", "--no-progress"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
@@ -129,7 +135,7 @@ def build_entrypoint(out: str, workers: int | None = None, videos: int = 0, pyth
 
 
 def submit(spec_path: str | Path, address: str, out: str | Path | None = None, workers: int | None = None,
-           videos: int = 0, python: str = "python", working_dir: str | Path | None = None,
+           videos: int = 0, python: str | None = None, working_dir: str | Path | None = None,
            job_id: str | None = None) -> Submission:
     """Validate a run or sweep spec here, then submit it as a Ray job; returns at once.
 
@@ -198,6 +204,15 @@ def logs(address: str, job_id: str) -> str:
         return jobs.get_job_logs(job_id)
     except Exception as exc:  # noqa: BLE001
         raise JobsError(f"job {job_id} at {address}: {exc}") from exc
+
+
+def log_tail(address: str, job_id: str, lines: int = 30) -> str:
+    """The last `lines` lines of the job's log (what a FAILED job said last)."""
+    try:
+        text = logs(address, job_id)
+    except JobsError as exc:
+        return f"(its log could not be read: {exc})"
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def follow_logs(address: str, job_id: str) -> Iterator[str]:

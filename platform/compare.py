@@ -123,6 +123,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict[str, Any]:
     only_a = int((merged["_merge"] == "left_only").sum())
     only_b = int((merged["_merge"] == "right_only").sum())
     warnings = _warnings(meta_a, meta_b, len(pairs), only_a, only_b)
+    if Path(run_a).resolve() == Path(run_b).resolve():
+        warnings.insert(0, "A and B are the same run directory: every pair agrees by construction")
+    elif meta_a["info"]["spec_hash"] == meta_b["info"]["spec_hash"]:
+        warnings.insert(0, f"A and B ran the same spec (spec hash {meta_a['info']['spec_hash']}: same policy, "
+                           "planner, seed and env): differences are run-to-run nondeterminism, not a change")
     return {"a": meta_a["info"], "b": meta_b["info"], "pair_keys": keys, "overall": paired_stats(pairs),
             "tasks": tasks, "unpaired": {"only_a": only_a, "only_b": only_b}, "warnings": warnings}
 
@@ -135,7 +140,10 @@ def _warnings(meta_a: Mapping[str, Any], meta_b: Mapping[str, Any], paired: int,
     if only_a or only_b:
         warnings.append(f"{only_a} episodes only in A and {only_b} only in B were left out (incomplete runs, "
                         "or different tasks/trials/seeds)")
-    env_diff = [f"{k} {a['env'][k]!r} vs {b['env'][k]!r}" for k in ENV_SETTINGS if a["env"][k] != b["env"][k]]
+    cameras_both = a["env"]["render_cameras"] and b["env"]["render_cameras"]
+    # Without rendered cameras image_size shapes nothing a policy sees.
+    env_diff = [f"{k} {a['env'][k]!r} vs {b['env'][k]!r}" for k in ENV_SETTINGS
+                if a["env"][k] != b["env"][k] and (k != "image_size" or cameras_both)]
     if env_diff:
         warnings.append("the runs' env settings differ (pairs are not like for like): " + ", ".join(env_diff))
     diff = fingerprint_differences({"A": meta_a["fingerprint"], "B": meta_b["fingerprint"]})

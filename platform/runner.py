@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from tqdm import tqdm
 
 from robofleet.platform.cluster import connect
@@ -20,7 +20,9 @@ from robofleet.platform.episodes import EpisodeSpec, expand_episodes
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.platform.fingerprint import fingerprint
 from robofleet.platform.report_files import Invocation, write_run_report
+from robofleet.platform.episode_loop import utc_now
 from robofleet.platform.results import RunStore
+from robofleet.platform.rollout_video import PendingVideo, VideoPolicy
 from robofleet.platform.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,15 @@ class _InFlight:
 
 
 def _unwrap(exc: RayTaskError) -> BaseException:
-    """The exception a worker raised, re-raised as itself on the driver when it is ours."""
+    """The exception a worker raised, re-raised as itself on the driver when it is ours. On a cluster of
+    several nodes its message names the node (what a node lacks: LIBERO assets, the robosuite-1.5
+    venv, a checkpoint, surfaces at the workers' setup, before any episode is scheduled)."""
     cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, RobofleetError) else exc
+    if not isinstance(cause, RobofleetError):
+        return exc
+    if cause.args and isinstance(cause.args[0], str) and len([n for n in ray.nodes() if n.get("Alive")]) > 1:
+        cause.args = (f"{cause.args[0]} [on node {getattr(exc, 'ip', '?')}]", *cause.args[1:])
+    return cause
 
 
 def check_resources(spec: RunSpec, n_workers: int) -> int:
@@ -124,6 +132,8 @@ def start_replicas(spec: RunSpec) -> list[Any]:
 class _WorkerPool:
     """EnvWorker actors: started with the spec's resources, replaced when one dies."""
 
+    start_timeout_s = 60.0  # a replacement worker that cannot start by then: the cluster has no room
+
     def __init__(self, spec: RunSpec, n: int, replicas: list[Any] | None = None):
         from robofleet.envs.families import worker_runtime_env
         from robofleet.platform.env_worker import EnvWorker
@@ -135,16 +145,17 @@ class _WorkerPool:
         self.spec = spec
         self.replicas = replicas
         self.worker_packages: list[dict[str, Any]] = []
-        self.workers: list[Any] = []
+        self.workers: list[Any] = []  # None: an empty slot (its worker died and no replacement fit)
         # With GPUs in the cluster, env workers render with EGL on them, spread round-robin.
         self._gpus = int(ray.cluster_resources().get("GPU", 0))
         for i in range(n):
             self.workers.append(self._cls.remote(spec, i, replicas, self._egl_device(i)))
         self._setup(self.workers)
 
-    def _setup(self, workers: list[Any]) -> None:
+    def _setup(self, workers: list[Any], timeout_s: float | None = None) -> None:
+        """Build every worker's simulator and policy; GetTimeoutError when they cannot start in time."""
         try:
-            facts = ray.get([w.setup.remote() for w in workers])
+            facts = ray.get([w.setup.remote() for w in workers], timeout=timeout_s)
         except RayTaskError as exc:
             raise _unwrap(exc) from None
         for f in facts:
@@ -154,24 +165,52 @@ class _WorkerPool:
     def _egl_device(self, index: int) -> int | None:
         return index % self._gpus if self._gpus else None
 
-    def replace(self, index: int) -> Any:
-        """A new worker in slot `index` (the old one died)."""
+    def replace(self, index: int) -> bool:
+        """A new worker in slot `index` (the old one died, e.g. with its node). False when none starts
+        within `start_timeout_s` (the cluster shrank): the slot is then empty until `grow` fills it."""
         try:
             ray.kill(self.workers[index])
         except Exception:  # noqa: BLE001 - it is already dead
             pass
+        self.workers[index] = None
+        if ray.available_resources().get("CPU", 0.0) < self.spec.run.cpus_per_worker:
+            log.warning("no room for a new env worker in slot %d (the cluster shrank): continuing with fewer", index)
+            return False
+        return self._start(index)
+
+    def _start(self, index: int) -> bool:
         worker = self._cls.remote(self.spec, index, self.replicas, self._egl_device(index))
-        self._setup([worker])
+        try:
+            self._setup([worker], timeout_s=self.start_timeout_s)
+        except (GetTimeoutError, RayActorError) as exc:
+            log.warning("no env worker could start in slot %d within %.0f s (%s): continuing with fewer",
+                        index, self.start_timeout_s, type(exc).__name__)
+            ray.kill(worker)
+            return False
         self.workers[index] = worker
-        return worker
+        return True
+
+    def empty_slots(self) -> list[int]:
+        return [i for i, w in enumerate(self.workers) if w is None]
+
+    def grow(self) -> list[int]:
+        """Fill empty slots while the cluster has a worker's CPUs free (a node joined); the new slots."""
+        started = []
+        for index in self.empty_slots():
+            if ray.available_resources().get("CPU", 0.0) < self.spec.run.cpus_per_worker:
+                break
+            if self._start(index):
+                started.append(index)
+        return started
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Let every worker close its simulator (EGL context, MuJoCo model), then end the actors."""
+        alive = [w for w in self.workers if w is not None]
         try:
-            ray.get([w.close.remote() for w in self.workers], timeout=timeout_s)
+            ray.get([w.close.remote() for w in alive], timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - a dead or stuck worker is killed below anyway
             log.debug("closing env workers: %s", exc)
-        for w in self.workers:
+        for w in alive:
             try:
                 ray.kill(w)
             except Exception:  # noqa: BLE001
@@ -179,8 +218,13 @@ class _WorkerPool:
 
 
 def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address: str | None = None,
-        videos: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Run (or resume) every episode of `spec` into `out_dir`; returns the summary."""
+        videos: int | VideoPolicy = 0, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every episode of `spec` into `out_dir`; returns the summary.
+
+    videos: which episodes get an mp4 (an int K: the first K trials per task; a VideoPolicy, e.g.
+        VideoPolicy.parse("failures:2"): platform/rollout_video.py).
+    command: the command line that started this run (shown in summary.json and the reports).
+    """
     if workers is not None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise SpecError("workers", f"{workers!r} env workers: give an integer >= 1")
@@ -195,6 +239,7 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
     log.info("%d episodes, %d already recorded, %d to run", len(episodes), len(episodes) - len(todo), len(todo))
 
     started = time.perf_counter()
+    started_at = utc_now()
     worker_packages: list[dict[str, Any]] = []
     serving: list[dict[str, Any]] = []
     episodes_wall_s = None
@@ -217,7 +262,8 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
             if started_cluster:
                 ray.shutdown()
     invocation = Invocation(ran=len(todo), wall_s=time.perf_counter() - started, episodes_wall_s=episodes_wall_s,
-                            worker_packages=worker_packages, serving=serving, fingerprint=run_fingerprint(spec))
+                            worker_packages=worker_packages, serving=serving, fingerprint=run_fingerprint(spec),
+                            command=command, started_at=started_at, ended_at=utc_now())
     return write_run_report(store.root, invocation)
 
 
@@ -232,10 +278,11 @@ def run_fingerprint(spec: RunSpec) -> dict[str, Any]:
     return fp
 
 
-def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: int) -> str | None:
-    if episode.trial >= videos:
-        return None
-    return str(store.root / "videos" / f"{episode.suite}_task{episode.task_id:02d}_trial{episode.trial:03d}.mp4")
+def _video_path(store: RunStore, spec: RunSpec, episode: EpisodeSpec, videos: int | VideoPolicy) -> str | None:
+    """Where the worker records this episode's video (None: no video); a PendingVideo is kept or
+    deleted by _row once the episode's outcome is known."""
+    name = f"{episode.suite}_task{episode.task_id:02d}_trial{episode.trial:03d}.mp4"
+    return VideoPolicy.of(videos).path(store.root / "videos", name, episode.trial)
 
 
 def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: int, total: int,
@@ -249,32 +296,53 @@ def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: 
     successes = 0
     bar = tqdm(total=total, initial=already, desc=spec.name or spec.env.suite, unit="ep", disable=not progress)
 
+    attempts: dict[str, int] = {}  # episode_id -> the attempt it is queued for (after a worker died)
+    last_grow = 0.0
+
     def submit(index: int, episode: EpisodeSpec, attempt: int) -> None:
         worker = pool.workers[index]
         video = _video_path(store, spec, episode, videos)
         in_flight[worker.run.remote(episode, video)] = _InFlight(worker, index, episode, attempt, video)
 
+    def submit_next(index: int) -> None:
+        episode = queue.pop()
+        submit(index, episode, attempts.pop(episode.episode_id, 1))
+
     try:
         for index in range(n_workers):
-            submit(index, queue.pop(), 1)
-        while in_flight:
+            if queue:
+                submit_next(index)
+        while in_flight or queue:
+            if queue and (not in_flight or time.monotonic() - last_grow > 2.0) and pool.empty_slots():
+                last_grow = time.monotonic()
+                for index in pool.grow():  # a node joined: its CPUs take episodes too
+                    if queue:
+                        submit_next(index)
+            if not in_flight:
+                raise RobofleetError(f"no env worker is left to run the {len(queue)} remaining episodes (the cluster "
+                                     "lost the nodes they ran on); the finished ones are recorded: re-run the "
+                                     "same command to resume")
             [ref], _ = ray.wait(list(in_flight), num_returns=1)
             job = in_flight.pop(ref)
             try:
                 row = ray.get(ref)
             except RayActorError as exc:
                 log.warning("worker %d died during %s (attempt %d): %s", job.worker_index, job.episode.episode_id, job.attempt, exc)
-                pool.replace(job.worker_index)
+                alive = pool.replace(job.worker_index)
                 if job.attempt < spec.run.max_attempts:
-                    submit(job.worker_index, job.episode, job.attempt + 1)
+                    if alive:
+                        submit(job.worker_index, job.episode, job.attempt + 1)
+                    else:  # another worker takes it
+                        attempts[job.episode.episode_id] = job.attempt + 1
+                        queue.append(job.episode)
                     continue
                 row = {"success": 0, "steps": 0, "queries": 0, "error": f"worker died {job.attempt} times: {exc}"}
             store.append(_row(spec, store.root, job, row))  # durable before anything else is scheduled
             successes += int(row["success"])
             bar.update(1)
             bar.set_postfix(success=f"{successes}/{bar.n - already}")
-            if queue:
-                submit(job.worker_index, queue.pop(), 1)
+            if queue and pool.workers[job.worker_index] is not None:
+                submit_next(job.worker_index)
     finally:
         bar.close()
         pool.close()
@@ -282,7 +350,12 @@ def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: 
 
 
 def _row(spec: RunSpec, store_root: Path, job: _InFlight, result: dict[str, Any]) -> dict[str, Any]:
+    """The episodes.csv row of a finished episode (or of one whose workers all died: no "video" key
+    in `result`, ended now). A PendingVideo is kept or deleted here (VideoPolicy's failures rule)."""
     e = job.episode
+    video = job.video
+    if isinstance(video, PendingVideo):
+        video = video.settle(succeeded=bool(int(result.get("success", 0))), recorded="video" in result)
     return {
         **e.to_dict(),
         "task": result.get("task", ""),
@@ -290,6 +363,7 @@ def _row(spec: RunSpec, store_root: Path, job: _InFlight, result: dict[str, Any]
         "planner": spec.planner.name,
         "attempts": job.attempt,
         "reset_mode": spec.env.reset,
+        "ended_at": utc_now(),
         **{k: v for k, v in result.items() if k != "task"},
-        "video": str(Path(job.video).relative_to(store_root)) if job.video else "",
+        "video": str(Path(video).relative_to(store_root)) if video else "",
     }

@@ -1,6 +1,6 @@
 """Bad input fails on the driver before Ray starts, with a message that names the problem and the fix.
 
-Every case goes through `robofleet run` (platform/cli.py) with Ray's start replaced by a tripwire:
+Every case goes through `robofleet run` (jobs/cli.py) with Ray's start replaced by a tripwire:
 an error that reached Ray (or a simulator) would trip it instead of printing the expected message.
 Single-key spec errors are tabulated in tests/test_spec.py and fuzzed in tests/test_spec_fuzz.py;
 checkpoint readers are unit-tested in tests/test_cosmos_checkpoint.py. Here: the same failures as a
@@ -16,7 +16,7 @@ import pytest
 import tomli_w
 import torch
 
-from robofleet.platform.cli import main
+from robofleet.jobs.cli import main
 from robofleet.policies.cosmos.config import TINY
 from robofleet.policies.cosmos.embeddings import save_embeddings
 from tests.conftest import small_spec

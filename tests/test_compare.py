@@ -94,7 +94,7 @@ def test_a_sweep_directory_is_refused_with_a_hint(tmp_path):
 
 def test_the_compare_command_prints_markdown_and_writes_json(two_runs, tmp_path):
     a, b = two_runs
-    out = subprocess.run([sys.executable, "-m", "robofleet.platform.cli", "compare", str(a), str(b),
+    out = subprocess.run([sys.executable, "-m", "robofleet.jobs.cli", "compare", str(a), str(b),
                           "--json", str(tmp_path / "cmp.json")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("# robofleet compare")

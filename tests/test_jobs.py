@@ -17,7 +17,7 @@ from tests.conftest import small_spec
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "robofleet.platform.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "robofleet.jobs.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -41,8 +41,8 @@ def tiny_spec(tmp_path: Path, trials: int = 1, sweep: bool = True) -> Path:
 
 
 def test_the_entrypoint_runs_the_spec_from_the_job_environment():
-    entry = client.build_entrypoint("/shared/runs/x", workers=2, videos=1)
-    assert entry == ("python -m robofleet.platform.cli run --spec-env ROBOFLEET_SPEC_TOML --out /shared/runs/x "
+    entry = client.build_entrypoint("/shared/runs/x", workers=2, videos=1, python="python")
+    assert entry == ("python -m robofleet.jobs.cli run --spec-env ROBOFLEET_SPEC_TOML --out /shared/runs/x "
                      "--address auto --no-progress --workers 2 --videos 1")
 
 

@@ -70,7 +70,7 @@ def test_reports_and_videos_are_written(ray_cluster, tmp_path):
     assert (tmp_path / "videos" / "libero_object_task00_trial000.mp4").stat().st_size > 0
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["overall"]["episodes"] == 1 and saved["overall"]["successes"] == 0
-    assert saved["fingerprint"]["packages"]["mujoco"] == "3.3.2"
+    assert saved["fingerprint"]["packages"]["mujoco"] == _pinned("mujoco")  # the version the episodes ran on
     assert saved["tasks"][0]["task"] == "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
     assert "| libero_object | 0: pick_up_the_alphabet_soup" in (tmp_path / "report.md").read_text()
     assert summary == saved
@@ -80,7 +80,7 @@ def test_cli_reports_a_bad_spec_without_a_traceback(tmp_path):
     spec = tmp_path / "bad.toml"
     spec.write_text('seed = 0\n[env]\nfamily = "libero"\nsuite = "libero_object"\ntasks = [12]\ntrials = 1\n'
                     '[policy]\nname = "zero"\n')
-    out = subprocess.run([sys.executable, "-m", "robofleet.platform.cli", "run", str(spec), "--out", str(tmp_path / "o")],
+    out = subprocess.run([sys.executable, "-m", "robofleet.jobs.cli", "run", str(spec), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "env.tasks: task id 12 out of range: libero_object has tasks 0..9" in out.stderr
@@ -108,3 +108,14 @@ def test_more_workers_than_the_cluster_holds_runs_on_those_that_fit(ray_cluster,
     assert summary["overall"]["episodes"] == 3
     assert "only 2 of 3 env workers fit" in caplog.text
     assert len({row["worker"] for row in csv.DictReader((tmp_path / "episodes.csv").open())}) <= 2
+
+
+def _pinned(package: str) -> str:
+    """The version pyproject.toml pins `package` to (`name==X`)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    deps = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    [pin] = [d for d in deps if re.match(rf"{package}\s*==", d)]
+    return pin.split("==", 1)[1].strip()

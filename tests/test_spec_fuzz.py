@@ -1,11 +1,16 @@
-"""Property: whatever a spec file holds, validation raises only SpecError (or returns a RunSpec)."""
+"""Properties: whatever a spec file holds, validation raises only SpecError naming a key, or returns a
+RunSpec whose values are in range and which survives its own TOML round trip unchanged."""
 from __future__ import annotations
 
+import tomllib
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from robofleet.platform.errors import SpecError
-from robofleet.platform.spec import RunSpec, spec_from_dict
+from robofleet.platform.protocol import PROTOCOLS
+from robofleet.platform.spec import RunSpec, dump_spec_toml, spec_from_dict
 from tests.conftest import small_spec
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
@@ -14,7 +19,7 @@ values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=
                                                        st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                       max_leaves=10)
 KEYS = {
-    "": ["seed", "name", "env", "policy", "planner", "serving", "run"],
+    "": ["seed", "name", "protocol", "env", "policy", "planner", "serving", "run"],
     "env": ["family", "suite", "tasks", "trials", "image_size", "render_cameras", "reset", "max_steps"],
     "policy": ["name", "open_loop_steps", "chunk_size"],
     "planner": ["name", "n", "scorer"],
@@ -45,15 +50,19 @@ def mutated_specs(draw):
 def test_only_spec_errors_come_out_of_the_validator(spec):
     try:
         result = spec_from_dict(spec)
-    except SpecError:
+    except SpecError as exc:
+        assert exc.key and str(exc).startswith(f"{exc.key}:")  # the message names the key first
         return
     assert isinstance(result, RunSpec)
+    assert result.protocol in PROTOCOLS and 0 <= result.seed < 2**32
+    assert result.run.workers >= 1 and result.run.max_attempts >= 1 and result.env.trials >= 1
+    assert result.env.tasks and len(set(result.env.tasks)) == len(result.env.tasks)
+    again = spec_from_dict(tomllib.loads(dump_spec_toml(result)))  # what spec.toml keeps reproduces it
+    assert again.identity_hash() == result.identity_hash() and again == result
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(max_size=10), values, max_size=6))
 def test_arbitrary_documents_are_rejected_with_spec_errors(document):
-    try:
+    with pytest.raises(SpecError):  # a random document has no valid [env] / [policy]: never accepted
         spec_from_dict(document)
-    except SpecError:
-        pass

@@ -1,0 +1,74 @@
+"""A run over a real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster: one raylet per
+node, each with its own CPUs), undisturbed and with a node killed mid-run and another joining.
+
+Run by tests/test_multinode.py in its own process (the Ray cluster of the other tests must not be
+joined). Prints one JSON line with what happened.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from robofleet.platform.results import RunStore  # noqa: F401 - import before Ray starts workers
+from robofleet.platform.runner import run
+from robofleet.platform.spec import spec_from_dict
+
+SPEC = {
+    "seed": 3, "name": "multinode",
+    "env": {"family": "libero", "suite": "libero_object", "tasks": [0, 1], "trials": 5, "render_cameras": False,
+            "max_steps": 40},
+    "policy": {"name": "zero", "chunk_size": 8},
+    "run": {"workers": 3, "max_attempts": 3},
+}
+
+
+def rows(out: Path) -> list[dict]:
+    from robofleet.platform.report_files import read_rows
+
+    return read_rows(out)
+
+
+def main(root: Path) -> None:
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    doomed = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    spec = spec_from_dict(SPEC)
+    report: dict = {}
+    try:
+        ray.init(address=cluster.address)
+        report["nodes_at_start"] = len([n for n in ray.nodes() if n["Alive"]])
+        run(spec, root / "undisturbed", progress=False)
+        # disturbed: the 2-CPU node dies once 2 episodes are recorded; a new 2-CPU node joins later
+        events: dict = {}
+
+        def disturb() -> None:
+            while len(rows(root / "disturbed")) < 2:
+                time.sleep(0.2)
+            events["killed_after_rows"] = len(rows(root / "disturbed"))
+            cluster.remove_node(doomed, allow_graceful=False)
+            time.sleep(8)
+            events["joined_after_rows"] = len(rows(root / "disturbed"))
+            cluster.add_node(num_cpus=2)
+
+        thread = threading.Thread(target=disturb, daemon=True)
+        thread.start()
+        run(spec, root / "disturbed", progress=False)
+        thread.join(timeout=60)
+        report["events"] = events
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    key = ("episode_id", "success", "steps", "final_state", "error")
+    report["undisturbed"] = [{k: r[k] for k in (*key, "attempts", "worker")} for r in rows(root / "undisturbed")]
+    report["disturbed"] = [{k: r[k] for k in (*key, "attempts", "worker")} for r in rows(root / "disturbed")]
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
