@@ -2,6 +2,8 @@
 
     proposals  seeds[i] = proposal_seed(query_seed, i)     (keep_base: seeds[0] = query_seed itself,
                one policy.predict call with N requests      so proposal 0 is exactly direct's chunk)
+               protocol "reference": seeds[i] = query_seed + i (run_libero_eval.py / the parallel
+               worker: proposal i is seeded cfg.seed + i; proposal 0 is direct's chunk)
     scores     the scorer: `model` (planners/model_scorer.py) or `oracle` (planners/oracle.py)
     chosen     argmax of the scores; ties go to the lowest index (so proposal 0 is kept unless
                another proposal is strictly better)
@@ -9,9 +11,10 @@
 With [serving] replicas the one predict call fans out over the replicas (ReplicaClient sends every
 request before awaiting any) and batches with other workers' requests.
 
-No silent loss: the proposal call, and each scoring call, is retried once (a dead replica has been
-failed over by then); a second failure raises PlanningError with its cause, which the episode loop
-records as the episode's error. A decision's stats always hold N scores.
+No silent loss: the proposal call, and each scoring call, is retried once after an infrastructure
+failure (a dead replica has been failed over by then; planners/retry.py); an error of the policy's
+code, or a second failure, raises PlanningError with its cause, which the episode loop records as
+the episode's error. A decision's stats always hold N scores.
 
 Decision.stats (kept per query in the episode row's `plan_stats`):
     n, scores (N floats), chosen, latency_s, scorer, proposal_retries, and the scorer's extras
@@ -69,18 +72,22 @@ class BestOfN:
     """Best-of-N planning over `policy`'s proposals (see module docstring).
 
     n: proposals per query (>= 1). keep_base: proposal 0 uses the query seed itself (direct's chunk).
+    protocol: "reference" (proposal i seeded seed + i) or "robofleet" (SeedSequence children).
     """
 
-    def __init__(self, policy: Policy, scorer: Scorer, n: int, keep_base: bool = False):
+    def __init__(self, policy: Policy, scorer: Scorer, n: int, keep_base: bool = False, protocol: str = "robofleet"):
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         self.policy = policy
         self.scorer = scorer
         self.n = n
         self.keep_base = keep_base
+        self.protocol = protocol
 
     def proposal_seeds(self, seed: int) -> list[int]:
         """The N proposal seeds of a query seed."""
+        if self.protocol == "reference":
+            return [int(seed) + i for i in range(self.n)]
         seeds = [proposal_seed(seed, i) for i in range(self.n)]
         if self.keep_base:
             seeds[0] = int(seed)

@@ -8,11 +8,18 @@
     keep_base = false              # true: proposal 0 is direct's own chunk and wins unless strictly beaten
 
     # scorer = "model"
+    ranking = "ensemble"           # ensemble: world-model x value passes | policy_value: the policy pass's own V
     aggregation = "average"        # average | lcb | success_vote | majority_mean
     future_steps = [1, 3, 5]       # one world-model prediction per entry, with that many denoising steps
     value_steps = [1, 2, 3, 4, 5]  # per future: one value prediction per entry
-    success_threshold = 0.5        # success_vote: a value above it is a vote for success
+    success_threshold = 0.05       # success_vote: a value above it is a vote for success (the reference's)
+    mask_current_state_action = false  # value passes see only s' (NVIDIA's ALOHA planning recipe: true)
     planning_policy = { name = "cosmos", config = "2b", checkpoint = "..." }   # default: the acting policy
+
+    A step count is the reference's `num_steps` under protocol = "reference" (2 means ONE network
+    evaluation, as NVIDIA's sampler: 1 and 2 are the same single x0 prediction at sigma 80) and the
+    number of network evaluations under protocol = "robofleet" (2 means two). Every other count is
+    the same under both: n evaluations on the EDM schedule from sigma 80 to 4.
 
     # scorer = "oracle"
     execute_steps = 16             # leading actions of each chunk simulated (default: the whole chunk)
@@ -33,8 +40,14 @@ from robofleet.platform.errors import SpecError
 
 SCORERS = ("model", "oracle")
 AGGREGATIONS = ("average", "lcb", "success_vote", "majority_mean")
+RANKINGS = ("ensemble", "policy_value")
 COMMON_KEYS = ("n", "scorer", "search_depth", "keep_base")
-MODEL_KEYS = ("aggregation", "future_steps", "value_steps", "success_threshold", "planning_policy")
+MODEL_KEYS = ("ranking", "aggregation", "future_steps", "value_steps", "success_threshold",
+              "mask_current_state_action", "planning_policy")
+ENSEMBLE_KEYS = ("aggregation", "future_steps", "value_steps", "success_threshold", "mask_current_state_action",
+                 "planning_policy")  # meaningless with ranking = "policy_value"
+MAX_DENOISING_STEPS = 100
+SUCCESS_THRESHOLD = 0.05  # cosmos_utils.aggregate_value_predictions: success_vote and majority_mean
 ORACLE_KEYS = ("execute_steps", "extend_steps", "lookahead", "reference_policy", "prune")
 MAX_PROPOSALS = 1024
 MAX_STEPS = 10_000  # more simulated steps than any suite's episode: a typo, not a plan
@@ -44,11 +57,17 @@ MAX_STEPS = 10_000  # more simulated steps than any suite's episode: a typo, not
 class ModelScorerOptions:
     """Scoring with a world model and a value function (REFERENCE.md §3)."""
 
+    ranking: str = "ensemble"  # "ensemble" (world-model x value passes) | "policy_value" (V of the proposal's own pass)
     aggregation: str = "average"  # how the futures x values ensemble becomes one score
     future_steps: tuple[int, ...] = (1, 3, 5)  # one imagined future per entry (denoising steps of that pass)
     value_steps: tuple[int, ...] = (1, 2, 3, 4, 5)  # one value per future per entry (denoising steps)
-    success_threshold: float = 0.5  # success_vote: values above it vote for success
+    success_threshold: float = SUCCESS_THRESHOLD  # success_vote: values above it vote for success
+    mask_current_state_action: bool = False  # value passes generate s and a instead of seeing them (V(s'))
     planning_policy: Mapping[str, Any] = field(default_factory=dict)  # {name, ...options}; {} = the acting policy
+
+    def to_flat(self) -> dict[str, Any]:
+        """The TOML-able form (tuples as lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -110,10 +129,10 @@ def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
 def _steps_list(options: Mapping[str, Any], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
     value = options.get(key, list(default))
     ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100 for v in value)
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DENOISING_STEPS for v in value)
     if not ok:
-        raise SpecError(f"planner.{key}", f"must be a non-empty list of denoising step counts in [1, 100], "
-                        f"one ensemble member each (e.g. {list(default)}), got {value!r}")
+        raise SpecError(f"planner.{key}", f"must be a non-empty list of denoising step counts in "
+                        f"[1, {MAX_DENOISING_STEPS}], one ensemble member each (e.g. {list(default)}), got {value!r}")
     return tuple(value)
 
 
@@ -149,17 +168,32 @@ def _parse(options: Mapping[str, Any]) -> BestOfNOptions:
     depth = _int(options, "search_depth", 1, 1, 16)
     model = oracle = None
     if scorer == "model":
+        ranking = options.get("ranking", "ensemble")
+        if ranking not in RANKINGS:
+            raise SpecError("planner.ranking", f"unknown value {ranking!r}; allowed: {', '.join(RANKINGS)}")
+        if ranking == "policy_value":
+            defaults = ModelScorerOptions().to_flat()
+            for key in ENSEMBLE_KEYS:  # a normalized spec holds the defaults: only other values are refused
+                if key in options and options[key] != defaults[key]:
+                    raise SpecError(f"planner.{key}", "applies to ranking 'ensemble' only: ranking 'policy_value' "
+                                    "scores each proposal by the value of its own policy pass, with no other pass")
+            if depth != 1:
+                raise SpecError("planner.search_depth", f"must be 1 with ranking 'policy_value', got {depth}: "
+                                "looking ahead needs world-model passes (ranking 'ensemble')")
         aggregation = options.get("aggregation", "average")
         if aggregation not in AGGREGATIONS:
             raise SpecError("planner.aggregation", f"unknown value {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
-        threshold = options.get("success_threshold", 0.5)
+        threshold = options.get("success_threshold", SUCCESS_THRESHOLD)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-            raise SpecError("planner.success_threshold", f"must be a number in (0, 1), got {threshold!r}")
+            raise SpecError("planner.success_threshold", f"must be a number in (0, 1) (the reference's: "
+                            f"{SUCCESS_THRESHOLD}), got {threshold!r}")
         model = ModelScorerOptions(
+            ranking=ranking,
             aggregation=aggregation,
             future_steps=_steps_list(options, "future_steps", (1, 3, 5)),
             value_steps=_steps_list(options, "value_steps", (1, 2, 3, 4, 5)),
             success_threshold=float(threshold),
+            mask_current_state_action=_bool(options, "mask_current_state_action", False),
             planning_policy=_policy_table(options, "planning_policy"),
         )
     else:

@@ -21,8 +21,8 @@ from robofleet.platform.spec import spec_from_dict
 
 SPEC = {
     "seed": 3, "name": "multinode",
-    "env": {"family": "libero", "suite": "libero_object", "tasks": [0, 1], "trials": 5, "render_cameras": False,
-            "max_steps": 40},
+    "env": {"family": "libero", "suite": "libero_object", "tasks": [0, 1], "trials": 6, "render_cameras": False,
+            "max_steps": 60},
     "policy": {"name": "zero", "chunk_size": 8},
     "run": {"workers": 3, "max_attempts": 3},
 }
@@ -35,7 +35,10 @@ def rows(out: Path) -> list[dict]:
 
 
 def main(root: Path) -> None:
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # node deaths detected within ~2 s (Ray's default health checks take ~30 s)
+    fast_health = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
+                   "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": fast_health})
     doomed = cluster.add_node(num_cpus=2)
     cluster.wait_for_nodes()
     spec = spec_from_dict(SPEC)
@@ -52,7 +55,7 @@ def main(root: Path) -> None:
                 time.sleep(0.2)
             events["killed_after_rows"] = len(rows(root / "disturbed"))
             cluster.remove_node(doomed, allow_graceful=False)
-            time.sleep(8)
+            time.sleep(4)
             events["joined_after_rows"] = len(rows(root / "disturbed"))
             cluster.add_node(num_cpus=2)
 

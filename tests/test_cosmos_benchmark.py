@@ -1,4 +1,4 @@
-"""The Cosmos benchmarks (cosmos_inference, vae_encode, vae_dit_overlap) run end to end on CPU with the tiny network."""
+"""The Cosmos benchmarks (cosmos_inference, vae_encode, vae_dit_overlap, planning_cost) run end to end on CPU with the tiny network."""
 from __future__ import annotations
 
 import importlib.util
@@ -61,3 +61,18 @@ def test_vae_dit_overlap_probe_times_every_schedule(tmp_path: Path, monkeypatch)
             assert row[key] > 0, key
         # the two schedules do the same work: neither can beat the slower of its two parts by much
         assert row["overlapped_ms"] > 0.5 * max(row["dit_ms"], row["vae_ms"])
+
+
+def test_planning_cost_compares_the_batched_per_member_and_batch1_paths(tmp_path: Path, monkeypatch):
+    module = load_benchmark("planning_cost", monkeypatch)
+    out = tmp_path / "planning.json"
+    module.main(["--config", "tiny", "--device", "cpu", "--ns", "2", "--ensembles", "light", "--repeats", "1",
+                 "--warmup", "1", "--out", str(out)])
+    [row] = json.loads(out.read_text())["rows"]
+    assert (row["ensemble"], row["n"]) == ("light", 2)
+    for path in module.PATHS:
+        assert row[path]["seconds_per_step"] > 0 and row[path]["evaluations_per_s"] > 0, path
+    # light ensemble, N = 2: 5 action + 1 world-model + 1 value evaluations per proposal, on every path
+    assert row["batched"]["network_evaluations"] == row["batch1"]["network_evaluations"] == 2 * 7
+    assert row["batched"]["dit_calls"] < row["batch1"]["dit_calls"]
+    assert row["dit_alone"]["batched_share_of_dit_rate"] > 0

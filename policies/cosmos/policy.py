@@ -11,6 +11,17 @@ seed, so a request's result does not depend on its batch-mates beyond floating-p
 in batched kernels (CPU float32: equal to ~1e-6). `pad_to` runs every batch at one fixed size
 (padding with copies of the first request), which makes results bitwise independent of the batch's
 composition.
+
+Planning (planners/model_scorer.py) uses two more things, both as NVIDIA's `get_future_state_prediction`
+/ `get_value_prediction` (cosmos_utils.py) do with `skip_vae_encoding=True, previous_generated_latent=`:
+- `imagine` given a proposal that carries its latent sample (a CosmosPrediction with latents)
+  conditions on that sample itself: the raw sampled action frame and the current-state frames the
+  action pass saw; nothing is VAE-encoded or re-injected. `value` given such a future likewise
+  conditions on its whole sample (everything but the value frame).
+- `num_steps` may be one count per request: all requests of a call then run in ONE sampler
+  (sampler.sample_rows), a request leaving the batch after its last evaluation. The DiT runs on at
+  most `network_batch` rows at a time, or on exactly `pad_to` rows (padded) when pad_to is set, so
+  with pad_to a request's result is bit-identical to running it in a call of its own.
 """
 from __future__ import annotations
 
@@ -34,7 +45,7 @@ from robofleet.policies.cosmos.images import frames_to_video, pixel_frame, slot_
 from robofleet.policies.cosmos.injection import average_copies, normalize, read_value, tile_into_frame, unnormalize
 from robofleet.policies.cosmos.layout import ACTION, FUTURE_PROPRIO, PROPRIO, VALUE, LatentLayout, Mode, Slot, SlotKind
 from robofleet.policies.cosmos.network import CosmosNetwork
-from robofleet.policies.cosmos.sampler import initial_noise, sample
+from robofleet.policies.cosmos.sampler import initial_noise, sample_rows
 from robofleet.policies.cosmos.stats import DatasetStats
 from robofleet.policies.cosmos.timing import PhaseTimer
 from robofleet.policies.prediction import CosmosPrediction  # torch-free: env workers unpickle it
@@ -56,13 +67,14 @@ class InferenceSettings:
     autoregressive_future: bool = False  # predict: s' from a world-model pass conditioned on the sampled action
     autoregressive_value: bool = False  # predict / imagine: V from a value pass conditioned on [s, a, s']
     image_size: int = 224  # model input side in pixels (latent side = image_size / 8)
-    jpeg_roundtrip: bool = True  # JPEG q95 round trip of every camera image (training data were JPEG)
+    jpeg_roundtrip: bool = True  # JPEG q95 round trip of every camera image; make_cosmos: off for ALOHA, as the reference
     center_crop: bool = True  # 90%-area centre crop (checkpoints trained with random resized crops)
     return_future_images: bool = False  # VAE-decode the predicted future camera images
     return_latents: bool = False  # predict: attach the latent sample (imagine always does, for value())
     pad_to: int = 0  # run batches at exactly this size (0: as given)
     vae_encode: str = "needed"  # "needed": encode only the latent frames the DiT reads (exact; causal_encode.py) | "full"
     profile: bool = False  # synchronise the GPU between phases for a true per-phase time split
+    network_batch: int = 64  # most rows per DiT call when pad_to is 0 (a planning stage can hold 120)
 
 
 class CosmosPolicy:
@@ -72,6 +84,8 @@ class CosmosPolicy:
     embeddings: instruction embeddings (EmbeddingTable, or PseudoEmbeddings with random weights).
     request_preparer: the camera-image work per observation (torch-free), for clients to run.
     """
+
+    per_request_steps = True  # imagine/value take num_steps per request (planners batch whole ensembles)
 
     def __init__(
         self,
@@ -177,50 +191,64 @@ class CosmosPolicy:
             with timer.phase("preprocess"):
                 text = self._text(obs)
             with timer.phase("dit"):
-                drawn = self._sample(clean, Mode.POLICY, text, request_seeds, self.settings.action_steps)
+                drawn = self._sample(clean, self._mask(Mode.POLICY), text, request_seeds, self.settings.action_steps)
                 future = drawn
                 if self.settings.autoregressive_future:
-                    future = self._sample(drawn, Mode.WORLD_MODEL, text, request_seeds, self.settings.future_steps)
+                    future = self._sample(drawn, self._mask(Mode.WORLD_MODEL), text, request_seeds,
+                                          self.settings.future_steps)
                 scored = future
                 if self.settings.autoregressive_value:
-                    scored = self._sample(future, Mode.VALUE, text, request_seeds, self.settings.value_steps)
+                    scored = self._sample(future, self._mask(Mode.VALUE), text, request_seeds, self.settings.value_steps)
             with timer.phase("postprocess"):
                 actions = self._read_actions(drawn)
             return self._outputs(actions, future, scored, placeholders, timer, self.settings.return_latents)
 
-        return self._in_batches(run, len(observations), seeds, steps)
+        return self._in_batches(run, len(observations), seeds, [steps] * len(observations))
 
     def imagine(
         self,
         observations: Sequence[Observation],
-        actions: Sequence[np.ndarray],
+        actions: Sequence[np.ndarray | CosmosPrediction],
         seeds: Sequence[int],
-        num_steps: int | None = None,
+        num_steps: int | Sequence[int] | None = None,
     ) -> list[Prediction]:
-        """World-model mode [s, a] -> [s', V]: the given action chunks (K, d_act, env units) condition.
+        """World-model mode [s, a] -> [s', V].
 
-        num_steps: network evaluations of this pass (planners' ensembles use 1/3/5); None = future_steps.
+        actions[i]: an action chunk (K, d_act, env units), injected into the latents of the encoded
+            observation; or a proposal CosmosPrediction carrying its latent sample, which then
+            conditions as it is (the reference's path: no VAE encode, the raw sampled action frame).
+            All requests of a call take the same kind.
+        num_steps: network evaluations of this pass, one count for all or one per request
+            (planners' ensembles use 1/3/5); None = future_steps.
         Returns CosmosPredictions whose `actions` are the given chunks, with future state and value
         as in `predict`, and always their latents (for `value`).
         """
-        future_steps = num_steps or self.settings.future_steps
-        steps = future_steps + (self.settings.value_steps if self.settings.autoregressive_value else 0)
+        count = len(observations)
+        future_steps = self._steps(num_steps, count, self.settings.future_steps)
+        extra = self.settings.value_steps if self.settings.autoregressive_value else 0
+        samples = self._given_latents(actions, "actions")
 
         def run(batch: list[int], timer: PhaseTimer) -> list[CosmosPrediction]:
             obs = [observations[i] for i in batch]
             request_seeds = [seeds[i] for i in batch]
-            chunks = np.stack([self._check_actions(actions[i]) for i in batch])
-            clean, placeholders = self._clean_latents(obs, timer, Mode.WORLD_MODEL, actions=chunks)
+            if samples is None:
+                chunks = np.stack([self._check_actions(actions[i]) for i in batch])
+                clean, placeholders = self._clean_latents(obs, timer, Mode.WORLD_MODEL, actions=chunks)
+            else:
+                chunks = np.stack([self._check_actions(actions[i].actions) for i in batch])
+                clean, placeholders = self._sample_latents(samples, batch, obs, timer)
             with timer.phase("preprocess"):
                 text = self._text(obs)
             with timer.phase("dit"):
-                future = self._sample(clean, Mode.WORLD_MODEL, text, request_seeds, future_steps)
+                future = self._sample(clean, self._mask(Mode.WORLD_MODEL), text, request_seeds,
+                                      [future_steps[i] for i in batch])
                 scored = future
                 if self.settings.autoregressive_value:
-                    scored = self._sample(future, Mode.VALUE, text, request_seeds, self.settings.value_steps)
+                    scored = self._sample(future, self._mask(Mode.VALUE), text, request_seeds, self.settings.value_steps)
             return self._outputs(chunks.astype(np.float32), future, scored, placeholders, timer, keep_latents=True)
 
-        return self._in_batches(run, len(observations), seeds, steps)
+        whole = samples is not None and not self.settings.return_future_images
+        return self._in_batches(run, count, seeds, [n + extra for n in future_steps], whole=whole)
 
     def value(
         self,
@@ -228,45 +256,110 @@ class CosmosPolicy:
         actions: Sequence[np.ndarray],
         future: Sequence[Prediction],
         seeds: Sequence[int],
-        num_steps: int | None = None,
+        num_steps: int | Sequence[int] | None = None,
+        mask_current_state_action: bool = False,
     ) -> list[float]:
-        """Value mode [s, a, s'] -> V in [0, 1], with `num_steps` (default `value_steps`) network evaluations.
+        """Value mode [s, a, s'] -> V in [0, 1], with `num_steps` (default `value_steps`; one count or one
+        per request) network evaluations.
 
-        future[i]: the predicted next state. A CosmosPrediction's latents are used directly (the
-        reference's planning path); otherwise its future_proprio and future_images (every camera,
-        keyed like Observation.images and prepared like camera images) are injected and encoded.
+        future[i]: the predicted next state. A CosmosPrediction's latents condition as they are, every
+        frame but the value frame (the reference's planning path: its current state and action are
+        the ones the earlier passes saw; observations[i] gives the instruction, actions[i] is only
+        shape-checked). Otherwise its future_proprio and future_images (every camera, keyed like
+        Observation.images and prepared like camera images) are injected beside the encoded
+        observation and the injected chunk.
+        mask_current_state_action: the current proprio, current images and action frames are not
+            given but generated (NVIDIA's `mask_current_state_action_for_value_prediction`, V(s')).
         """
+        count = len(observations)
+        value_steps = self._steps(num_steps, count, self.settings.value_steps)
+        condition = self._mask(Mode.VALUE, mask_current_state_action)
+        samples = self._given_latents(future, "future")
 
         def run(batch: list[int], timer: PhaseTimer) -> list[float]:
             obs = [observations[i] for i in batch]
             chunks = np.stack([self._check_actions(actions[i]) for i in batch])
             states = [future[i] for i in batch]
-            given = [s.latents if isinstance(s, CosmosPrediction) else None for s in states]
-            for state, latents in zip(states, given):
-                if latents is None and (state.future_proprio is None or state.future_images is None):
-                    raise ValueError("value() needs future latents (a CosmosPrediction) or future_proprio and future_images")
-                if latents is not None and latents.shape != self.latent_shape:
-                    raise ValueError(f"future latents {latents.shape} do not match this policy's {self.latent_shape}")
-            clean, _ = self._clean_latents(
-                obs,
-                timer,
-                Mode.VALUE,
-                actions=chunks,
-                future_proprio=[s.future_proprio if z is None else None for s, z in zip(states, given)],
-                future_images=[s.future_images if z is None else None for s, z in zip(states, given)],
-            )
-            for row, latents in enumerate(given):
-                if latents is not None:
-                    frames = torch.from_numpy(latents).to(clean.device)
-                    clean[row][:, self._future_slots] = frames[:, self._future_slots]
+            if samples is not None:
+                clean, _ = self._sample_latents(samples, batch, obs, timer, encode=False)
+            else:
+                given = [s.latents if isinstance(s, CosmosPrediction) else None for s in states]
+                for state, latents in zip(states, given):
+                    if latents is None and (state.future_proprio is None or state.future_images is None):
+                        raise ValueError("value() needs future latents (a CosmosPrediction) or future_proprio and "
+                                         "future_images")
+                clean, _ = self._clean_latents(
+                    obs,
+                    timer,
+                    Mode.VALUE,
+                    actions=chunks,
+                    future_proprio=[s.future_proprio if z is None else None for s, z in zip(states, given)],
+                    future_images=[s.future_images if z is None else None for s, z in zip(states, given)],
+                )
+                for row, latents in enumerate(given):
+                    if latents is not None:
+                        clean[row] = self._latents_tensor(latents, clean.device)
             with timer.phase("preprocess"):
                 text = self._text(obs)
             with timer.phase("dit"):
-                scored = self._sample(clean, Mode.VALUE, text, [seeds[i] for i in batch], value_steps)
+                scored = self._sample(clean, condition, text, [seeds[i] for i in batch], [value_steps[i] for i in batch])
             return read_value(scored[:, :, self.layout.index(VALUE)]).tolist()
 
-        value_steps = num_steps or self.settings.value_steps
-        return self._in_batches(run, len(observations), seeds, value_steps)
+        return self._in_batches(run, count, seeds, value_steps, whole=samples is not None)
+
+    # -- planning inputs -----------------------------------------------------------------------
+    def _steps(self, num_steps: int | Sequence[int] | None, count: int, default: int) -> list[int]:
+        """One network-evaluation count per request (ValueError on a count < 1 or a length mismatch)."""
+        if num_steps is None:
+            steps = [default] * count
+        elif isinstance(num_steps, (int, np.integer)):
+            steps = [int(num_steps)] * count
+        else:
+            steps = [int(n) for n in num_steps]
+            if len(steps) != count:
+                raise ValueError(f"{count} requests but {len(steps)} step counts")
+        if any(n < 1 for n in steps):
+            raise ValueError(f"step counts must be >= 1, got {sorted(set(steps))}")
+        return steps
+
+    def _given_latents(self, items: Sequence[object], what: str) -> list[np.ndarray] | None:
+        """The latent samples the requests carry (CosmosPredictions with latents), or None if none does.
+
+        A call mixing requests with and without latents is refused for `actions` (two conditioning
+        paths in one batch); for `future` the requests without latents take the encode path (value()).
+        """
+        latents = [item.latents if isinstance(item, CosmosPrediction) else None for item in items]
+        present = [z is not None for z in latents]
+        if not any(present):
+            return None
+        if not all(present):
+            if what == "future":
+                return None
+            raise ValueError(f"{what}: either every request carries its latent sample or none does")
+        for z in latents:
+            if z.shape != self.latent_shape:
+                raise ValueError(f"{what} latents {z.shape} do not match this policy's {self.latent_shape}")
+        return latents
+
+    def _latents_tensor(self, latents: np.ndarray, device: torch.device) -> torch.Tensor:
+        if latents.shape != self.latent_shape:
+            raise ValueError(f"future latents {latents.shape} do not match this policy's {self.latent_shape}")
+        return torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32)).to(device)
+
+    def _sample_latents(self, samples: list[np.ndarray], batch: list[int], observations: Sequence[Observation],
+                        timer: PhaseTimer, encode: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(clean, placeholders): the given samples of `batch` as clean latents (B, 16, T, h, w).
+
+        Placeholders (the VAE latents of the pixel video) are needed only to decode future images;
+        then, and only then, the observations are encoded.
+        """
+        with timer.phase("preprocess"):
+            clean = torch.from_numpy(np.stack([np.asarray(samples[i], dtype=np.float32) for i in batch]))
+            clean = clean.to(self.network.device)
+        placeholders = None
+        if encode and self.settings.return_future_images:
+            _, placeholders = self._clean_latents(observations, timer, Mode.WORLD_MODEL)
+        return clean, placeholders
 
     # -- batching ------------------------------------------------------------------------------
     def _in_batches(
@@ -274,12 +367,17 @@ class CosmosPolicy:
         run: Callable[[list[int], PhaseTimer], list[T]],
         count: int,
         seeds: Sequence[int],
-        evaluations: int,
+        evaluations: Sequence[int],
+        whole: bool = False,
     ) -> list[T]:
-        """Call `run` on index batches (padded to `pad_to`) and attach stats to Predictions."""
+        """Call `run` on index batches (padded to `pad_to`) and attach stats to Predictions.
+
+        evaluations: network evaluations per request (for the stats).
+        whole: one batch of every request, unpadded (no VAE work: the DiT calls pad themselves).
+        """
         if len(seeds) != count:
             raise ValueError(f"{count} observations but {len(seeds)} seeds")
-        size = self.settings.pad_to or count
+        size = count if whole else (self.settings.pad_to or count)
         results: list[T] = []
         for start in range(0, count, max(size, 1)):
             batch = list(range(start, min(start + size, count)))
@@ -289,14 +387,14 @@ class CosmosPolicy:
             outputs = run(padded, timer)[: len(batch)]
             stats = {
                 "batch_size": len(padded),
-                "network_evaluations": evaluations,
                 "seconds": time.perf_counter() - began,
                 **{f"seconds_{name}": value for name, value in timer.seconds.items()},
                 **{f"gpu_seconds_{name}": value for name, value in timer.gpu_seconds().items()},
             }
             for index, output in zip(batch, outputs):
                 if isinstance(output, CosmosPrediction):
-                    output = replace(output, stats={"seed": int(seeds[index]), **stats})
+                    output = replace(output, stats={"seed": int(seeds[index]),
+                                                    "network_evaluations": int(evaluations[index]), **stats})
                 results.append(output)
         return results
 
@@ -319,10 +417,19 @@ class CosmosPolicy:
         With vae_encode = "needed", frames the DiT never reads are zeros in both (see _frames_to_encode).
         """
         batch = len(observations)
-        needed = self._frames_to_encode(mode, any(images is not None for images in future_images or []))
+        futures_given = any(images is not None for images in future_images or [])
+        needed = self._frames_to_encode(mode, futures_given)
+        # The same observation object repeated (a planner's N proposals) is prepared and encoded once,
+        # unless pad_to asks for fixed-size (batch-invariant) VAE batches.
+        distinct, rows = list(observations), list(range(batch))
+        if not futures_given and not self.settings.pad_to:
+            first: dict[int, int] = {}  # id(observation) -> its row among the distinct ones
+            rows = [first.setdefault(id(obs), len(first)) for obs in observations]
+            distinct = list({id(obs): obs for obs in observations}.values())  # in order of first appearance
         with timer.phase("preprocess"):
-            current = list(_IMAGE_THREADS.map(self._current_images, observations))
-            later = [None if images is None else self._camera_images(images) for images in (future_images or [None] * batch)]
+            current = list(_IMAGE_THREADS.map(self._current_images, distinct))
+            later = [None if images is None else self._camera_images(images)
+                     for images in (future_images or [None] * len(distinct))]
             frames = slot_frames(self.layout, current, later, self.settings.image_size, count=needed)
             video = frames_to_video(torch.from_numpy(frames).to(self.network.device), self.network.dtype)
             proprio = np.stack([self._check_proprio(obs.proprio) for obs in observations])
@@ -331,8 +438,11 @@ class CosmosPolicy:
                 placeholders = self.network.encode(video)
             else:
                 leading = self.network.encode_leading(video, needed, self._constant_prefix)
-                placeholders = torch.zeros((batch, *self.latent_shape), dtype=torch.float32, device=leading.device)
+                placeholders = torch.zeros((len(distinct), *self.latent_shape), dtype=torch.float32,
+                                           device=leading.device)
                 placeholders[:, :, :needed] = leading
+            if len(distinct) != batch:
+                placeholders = placeholders.index_select(0, torch.tensor(rows, device=placeholders.device))
         with timer.phase("preprocess"):
             clean = placeholders.clone()
             self._inject(clean, PROPRIO, normalize(proprio, self.stats.proprio_min, self.stats.proprio_max))
@@ -399,12 +509,30 @@ class CosmosPolicy:
         return self.embeddings.lookup([obs.instruction for obs in observations]).to(self.network.device)
 
     # -- sampling and reading back --------------------------------------------------------------
-    def _sample(self, clean: torch.Tensor, mode: Mode, text: torch.Tensor, seeds: Sequence[int], steps: int) -> torch.Tensor:
-        """Denoise the frames `mode` does not give. Returns (B, 16, T, h, w) float32."""
-        condition = torch.tensor(self.layout.conditioning_mask(mode))
-        denoiser = ConditionedDenoiser(self.network, clean, condition, text)
+    def _mask(self, mode: Mode, mask_current_state_action: bool = False) -> tuple[bool, ...]:
+        """(T,) conditioning frames of `mode`; with mask_current_state_action (value mode) the current
+        proprio, current images and action frames are generated instead (NVIDIA's policy_video2world_model
+        `get_x0_fn_from_batch` zeroes their condition mask; the blank and future frames stay given)."""
+        mask = list(self.layout.conditioning_mask(mode))
+        if mask_current_state_action:
+            for index, slot in enumerate(self.layout.slots):
+                if slot.kind in (SlotKind.PROPRIO, SlotKind.IMAGE, SlotKind.ACTION) and not slot.future:
+                    mask[index] = False
+        return tuple(mask)
+
+    def _sample(self, clean: torch.Tensor, condition: Sequence[bool], text: torch.Tensor, seeds: Sequence[int],
+                steps: int | Sequence[int]) -> torch.Tensor:
+        """Denoise the frames `condition` (T,) does not give, `steps` evaluations (one or per row).
+
+        Returns (B, 16, T, h, w) float32.
+        """
+        batch = clean.shape[0]
+        per_row = [int(steps)] * batch if isinstance(steps, (int, np.integer)) else [int(n) for n in steps]
+        pad_to = self.settings.pad_to
+        denoiser = ConditionedDenoiser(self.network, clean, torch.tensor(tuple(condition)), text,
+                                       chunk=pad_to or self.settings.network_batch, pad_chunks=pad_to > 0)
         noise = initial_noise(seeds, self.latent_shape).to(clean.device)
-        return sample(denoiser, noise, steps).float()
+        return sample_rows(denoiser, noise, per_row).float()
 
     def _read_actions(self, drawn: torch.Tensor) -> np.ndarray:
         """(B, K, d_act) float32 in env units from the action frame."""
