@@ -40,6 +40,9 @@ PY="${PYTHON:-python3}"
 # torch pinned in the same resolve: libero's robomimic pulls torchvision, whose newest release would
 # otherwise upgrade torch to a CUDA build on every re-run (seen: 2.15.0+cu132 and 3 GB of nvidia-*).
 .venv/bin/python -m pip install -q -e ".[test]" "torch==2.13.0"
+# openpi's own client, for the protocol tests (tests/test_serve.py): it pins numpy<2, while its protocol
+# needs only msgpack and websockets, so it goes in without its dependencies.
+.venv/bin/python -m pip install -q --no-deps "openpi-client==0.1.2"
 # PyPI's torchvision is a CUDA build that breaks `import diffusers` next to CPU torch; nothing needs it.
 .venv/bin/python -m pip uninstall -y -q torchvision 2>/dev/null || true
 

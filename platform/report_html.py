@@ -1,7 +1,8 @@
-"""report.html of a run or a sweep: the Markdown report's tables, plots embedded as PNG, video links.
+"""report.html of a run or a sweep: the Markdown report's tables, plots embedded as PNG, the rollout
+videos embedded as <video> players, the per-episode table.
 
-One self-contained file (plots are base64 data URIs; videos are relative links into the run
-directory), so it can be mailed, attached to a PR or opened from shared storage.
+One self-contained file for the tables and plots (plots are base64 data URIs); videos are relative
+links into the run directory (players and links), so the page plays them when opened beside it.
 """
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import html
 from typing import Any, Mapping, Sequence
 
 from robofleet.platform.report import (
-    WORKER_PACKAGES, ci_text, distinct_packages, figure_text, fingerprint_fields, pct, worker_package_cells,
+    WORKER_PACKAGES, ci_text, distinct_packages, figure_text, fingerprint_fields, pct, shown_episodes, steps_text,
+    when_line, worker_package_cells,
 )
-from robofleet.platform.report_sweep import worker_package_rows
+from robofleet.platform.report_sweep import config_name, value_text, worker_package_rows
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24;max-width:1400px}
@@ -21,6 +23,9 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px} th,td{border:1px sol
 th{background:#f6f8fa;text-align:left} td.n{text-align:right;font-variant-numeric:tabular-nums}
 .warn{background:#fff8c5;border:1px solid #d4a72c;padding:6px 10px;margin:6px 0;border-radius:4px}
 .meta{color:#57606a} img{max-width:100%;border:1px solid #d0d7de} code{background:#f6f8fa;padding:0 3px}
+td.success{color:#1a7f37;font-weight:600} td.failure{color:#cf222e;font-weight:600} td.error{color:#9a6700;font-weight:600}
+.videos{display:flex;flex-wrap:wrap;gap:12px} figure{margin:0;font-size:12px} video{max-width:360px;border:1px solid #d0d7de}
+details summary{cursor:pointer;margin:6px 0}
 """
 
 
@@ -35,15 +40,51 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = ()) -> str:
-    """An HTML table; columns whose index is in `numeric` are right-aligned."""
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = (),
+          classes: Mapping[int, Mapping[str, str]] | None = None, css_class: str = "") -> str:
+    """An HTML table; columns whose index is in `numeric` are right-aligned; classes: column index ->
+    {cell text: CSS class} (e.g. an outcome column coloured by its value)."""
+    classes = classes or {}
+
+    def cell(i: int, c: Any) -> str:
+        css = " ".join(filter(None, ["n" if i in numeric else "", classes.get(i, {}).get(str(c), "")]))
+        return f'<td class="{css}">{esc(c)}</td>' if css else f"<td>{esc(c)}</td>"
+
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f'<td class="n">{esc(c)}</td>' if i in numeric else f"<td>{esc(c)}</td>"
-                         for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    attr = f' class="{esc(css_class)}"' if css_class else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+OUTCOME_CLASSES = {"success": "success", "failure": "failure", "error": "error"}
+
+
+def video_player(src: str, caption: str) -> str:
+    """An embedded player of one rollout video (relative `src`), with a caption and a download link."""
+    return (f'<figure><video controls preload="metadata" src="{esc(src)}"></video>'
+            f'<figcaption>{esc(caption)} (<a href="{esc(src)}">mp4</a>)</figcaption></figure>')
+
+
+def episodes_html(episodes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The "Videos" section (a player per episode with a video) and the per-episode table."""
+    sections = []
+    with_video = [e for e in episodes if e.get("video")]
+    if with_video:
+        players = [video_player(e["video"], f"{e['suite']} task {e['task_id']}: {e['task']}, trial {e['trial']}, "
+                                            f"{e['outcome']}, {e['steps']} steps") for e in with_video]
+        sections += ["<h2>Videos</h2>", f'<div class="videos">{"".join(players)}</div>']
+    if episodes:
+        listed, note = shown_episodes(episodes)
+        rows = [[e["suite"], f"{e['task_id']}: {e['task']}", e["trial"], e["outcome"], e["steps"], e["attempts"],
+                 e["started_at"] or "-", e["ended_at"] or "-", e["error"],
+                 Raw(f'<a href="{esc(e["video"])}">mp4</a>') if e["video"] else ""] for e in listed]
+        not_ok = sum(e["outcome"] != "success" for e in episodes)
+        body = table(["suite", "task", "trial", "outcome", "steps", "attempts", "started (UTC)", "ended (UTC)",
+                      "error (first line)", "video"], rows, numeric=(2, 4, 5), classes={3: OUTCOME_CLASSES},
+                     css_class="episodes")
+        sections += [f"<h2>Episodes ({not_ok} of {len(episodes)} did not succeed)</h2>",
+                     f"<p>{esc(note)}</p>" if note else "", body]
+    return sections
 
 
 def png_img(png: bytes, alt: str) -> str:
@@ -81,32 +122,54 @@ def fingerprint_table(fingerprints: Mapping[str, Mapping[str, Any]], spec_hashes
     return table(["", *labels], rows)
 
 
-def render_run_html(summary: Mapping[str, Any], plot_png: bytes | None) -> str:
-    """report.html of one run directory (from its summary.json document)."""
+def render_run_html(summary: Mapping[str, Any], plot_png: bytes | None, episodes: Sequence[Mapping[str, Any]] = (),
+                    steps_png: bytes | None = None) -> str:
+    """report.html of one run directory (from its summary.json document; episodes: report.episode_table;
+    steps_png: the episode-length plot)."""
     run, overall = summary["run"], summary["overall"]
     title = f"robofleet report: {run.get('name') or run.get('spec_hash')}"
     sections = [f"<h1>{esc(title)}</h1>",
-                f'<p class="meta">policy <code>{esc(run.get("policy"))}</code>, planner <code>{esc(run.get("planner"))}</code>, '
+                f'<p class="meta">protocol <code>{esc(run.get("protocol", "robofleet"))}</code>, policy '
+                f'<code>{esc(run.get("policy"))}</code>, planner <code>{esc(run.get("planner"))}</code>, '
                 f'seed {esc(run.get("seed"))}, reset <code>{esc(run.get("reset_mode"))}</code>, '
-                f'spec hash <code>{esc(run.get("spec_hash"))}</code></p>',
-                warnings_html(summary.get("warnings", []))]
+                f'spec hash <code>{esc(run.get("spec_hash"))}</code></p>']
+    if when_line(summary):
+        sections.append(f'<p class="meta">{esc(when_line(summary))}</p>')
+    if summary.get("command"):
+        sections.append(f'<p class="meta">command: <code>{esc(summary["command"])}</code></p>')
+    sections.append(warnings_html(summary.get("warnings", [])))
     if overall.get("episodes"):
         sections.append(f"<p><b>Overall: {pct(overall['success_rate'])}% success</b> ({overall['successes']}/"
-                        f"{overall['episodes']}, 95% CI {ci_text(overall['ci95'])}%, {overall['errors']} errors)</p>")
+                        f"{overall['episodes']}, 95% CI {ci_text(overall['ci95'])}%, {overall['errors']} errors, "
+                        f"{overall.get('retried', 0)} retried)</p>")
         if plot_png:
             sections.append(png_img(plot_png, "success rate per task with 95% Wilson intervals"))
         rows = [[t["suite"], f"{t['task_id']}: {t['task']}", t["episodes"], t["successes"], pct(t["success_rate"]),
-                 ci_text(t["ci95"]), t["errors"], f"{t['mean_steps']:.0f}", video_links(t.get("videos", []))]
+                 ci_text(t["ci95"]), t["errors"], t.get("retried", 0), f"{t['mean_steps']:.0f}",
+                 steps_text(t.get("steps_distribution")), video_links(t.get("videos", []))]
                 for t in summary["tasks"]]
         sections += ["<h2>Tasks</h2>",
-                     table(["suite", "task", "episodes", "successes", "success %", "95% CI", "errors", "mean steps",
-                            "videos"], rows, numeric=(2, 3, 4, 6, 7))]
+                     table(["suite", "task", "episodes", "successes", "success %", "95% CI", "errors", "retried",
+                            "mean steps", "steps min / median / max", "videos"], rows, numeric=(2, 3, 4, 6, 7, 8, 9))]
+        if steps_png:
+            sections += ["<h2>Episode lengths</h2>", png_img(steps_png, "env steps per episode by task and outcome")]
         rows = [[suite, s["episodes"], s["successes"], pct(s["success_rate"]), ci_text(s["ci95"]), s["errors"]]
                 for suite, s in summary["suites"].items()]
         sections += ["<h2>Suites</h2>", table(["suite", "episodes", "successes", "success %", "95% CI", "errors"],
                                               rows, numeric=(1, 2, 3, 5))]
     else:
         sections.append("<p>No episodes recorded yet.</p>")
+    if summary.get("error_summary"):
+        rows = [[k["count"], k["error"], ", ".join(k["episodes"][:3])] for k in summary["error_summary"]]
+        sections += ["<h2>Errors</h2>", table(["episodes", "error (first line; tracebacks: episodes.csv)", "e.g."],
+                                              rows, numeric=(0,))]
+    sections += episodes_html(episodes)
+    if summary.get("invocations"):
+        rows = [[i.get("started_at"), i.get("ended_at"), i.get("episodes"), figure_text(i.get("wall_s")),
+                 Raw(f"<code>{esc(i['command'])}</code>") if i.get("command") else "-"]
+                for i in summary["invocations"]]
+        sections += ["<h2>Invocations</h2>", table(["started (UTC)", "ended (UTC)", "episodes", "wall s", "command"],
+                                                   rows, numeric=(2, 3))]
     figures = [[k, figure_text(v)] for k, v in summary.get("figures", {}).items()]
     sections += ["<h2>Run figures</h2>", table(["figure", "value"], figures)]
     sections += ["<h2>Software and hardware</h2>",
@@ -122,11 +185,19 @@ def render_sweep_html(summary: Mapping[str, Any], plot_png: bytes | None) -> str
     """report.html of a sweep (or any combination of runs) from its summary.json document."""
     sweep = summary["sweep"]
     title = f"robofleet sweep report: {sweep['name']}"
-    sections = [f"<h1>{esc(title)}</h1>", f'<p class="meta">{esc(sweep_line(summary))}</p>',
-                warnings_html(summary.get("warnings", []))]
+    sections = [f"<h1>{esc(title)}</h1>"]
+    if sweep.get("description"):
+        sections.append(f'<p class="description">{esc(sweep["description"])}</p>')
+    sections += [f'<p class="meta">{esc(sweep_line(summary))}</p>', warnings_html(summary.get("warnings", []))]
     if plot_png:
         sections.append(png_img(plot_png, "overall success rate per run with 95% Wilson intervals"))
-    rows = [[c["config"], c["n_seeds"], ", ".join(str(s) for s in c["seeds"]), pct(c["success_rate_mean"]),
+    keys = summary.get("differing_parameters") or []
+    if keys:
+        rows = [[config_name(c), ", ".join(c["points"]), *[value_text(c.get("parameters", {}).get(k)) for k in keys]]
+                for c in summary["configs"]]
+        sections += ["<h2>What differs between configurations</h2>",
+                     table(["configuration", "runs", *keys], rows)]
+    rows = [[config_name(c), c["n_seeds"], ", ".join(str(s) for s in c["seeds"]), pct(c["success_rate_mean"]),
              pct(c["success_rate_std"]), c["pooled"]["successes"], c["pooled"]["episodes"],
              pct(c["pooled"]["success_rate"]), ci_text(c["pooled"]["ci95"])] for c in summary["configs"]]
     sections += ["<h2>Configurations across seeds</h2>",
@@ -149,7 +220,7 @@ def render_sweep_html(summary: Mapping[str, Any], plot_png: bytes | None) -> str
         videos = [Raw(f"{esc(p)}: " + video_links(v, prefix=d + "/")) for p, d, v in task["videos"] if v]
         task_rows.append([key[0], f"{key[1]}: {task['task']}", *cells, Raw("<br>".join(videos))])
     sections += ["<h2>Tasks (success %: mean ± std over seeds, or rate [95% CI] for one seed)</h2>",
-                 table(["suite", "task", *configs, "videos"], task_rows)]
+                 table(["suite", "task", *[config_name(c) for c in summary["configs"]], "videos"], task_rows)]
     rows = [[*label, *worker_package_cells(packages)] for label, packages in worker_package_rows(summary)]
     sections += ["<h2>Env worker packages (each env family's own Python environment)</h2>",
                  table(["run", "family", *WORKER_PACKAGES], rows)]
@@ -168,8 +239,10 @@ def sweep_line(summary: Mapping[str, Any]) -> str:
     """"6 runs (4 complete, 1 partial, 1 not started), 52 of 60 episodes recorded"."""
     counts = summary["sweep"]["status_counts"]
     parts = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    duplicates = summary["sweep"].get("duplicate_episodes")
     return (f"{len(summary['points'])} runs ({parts}), {summary['sweep']['episodes_recorded']} of "
-            f"{summary['sweep']['episodes_planned']} episodes recorded")
+            f"{summary['sweep']['episodes_planned']} episodes recorded"
+            + (f" ({duplicates} repeated in another run of their configuration: counted once)" if duplicates else ""))
 
 
 def task_index(summary: Mapping[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:

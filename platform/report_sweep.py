@@ -4,17 +4,25 @@ configuration across seeds (mean and std), per task, and a warning when the runs
 Sweep summary.json shape (docs/summary_json.md has every field):
     {
       "schema_version": 2, "kind": "sweep",
-      "sweep": {"name", "description", "runs", "episodes_planned", "episodes_recorded", "status_counts"},
+      "sweep": {"name", "description", "runs", "episodes_planned", "episodes_recorded", "duplicate_episodes",
+                "status_counts"},
       "points": [{"name", "dir", "config", "seed", "policy", "planner", "family", "suite", "spec_hash", "status",
                   "episodes_planned", "overall": Stats, "suites": {...}, "fingerprint_id", "git_sha",
-                  "worker_packages": [{package: version}], "warnings"}],
-      "configs": [{"config", "points", "seeds", "n_seeds", "per_seed": [{"seed", "point", "success_rate", "episodes"}],
+                  "worker_packages": [{package: version}], "warnings", "duplicate_episodes", "duplicate_of"}],
+      "configs": [{"config", "label", "parameters", "points", "seeds", "n_seeds",
+                   "per_seed": [{"seed", "point", "points", "success_rate", "episodes"}],
                    "success_rate_mean", "success_rate_std", "pooled": Stats,
                    "tasks": [{"suite", "task_id", "task", "n_seeds", "success_rate_mean", "success_rate_std", "pooled": Stats}]}],
+      "differing_parameters": [dotted key],
       "tasks": [{"point", "config", "seed", "suite", "task_id", "task", **Stats, "videos"}],
       "fingerprints": {id: fingerprint}, "fingerprint_differences": {field: {point: value}},
       "failed_points": {point: error}, "warnings": [str]
     }
+
+Duplicates: two runs of one configuration (same spec but the name) and seed hold the same episodes
+(EPISODE_IDENTITY). Their episodes are counted once, from the run given first (a point's own
+`overall` still counts all of its rows), and a warning names both runs; `robofleet report RUN RUN_COPY`
+therefore gives one seed, not two.
 """
 from __future__ import annotations
 
@@ -30,6 +38,8 @@ from robofleet.platform.report import (
 from robofleet.platform.spec import RunSpec
 
 STATUSES = ("complete", "partial", "failed", "not started")
+# What makes two rows the same episode (platform/episodes.py): the same results, whatever run holds them.
+EPISODE_IDENTITY = ("family", "suite", "task_id", "trial", "sweep_seed", "protocol")
 
 
 def config_key(spec: RunSpec) -> str:
@@ -81,9 +91,85 @@ def _disambiguate(runs: Sequence[LoadedRun]) -> dict[str, str]:
     return labels
 
 
+def spec_parameters(spec: RunSpec) -> dict[str, Any]:
+    """A spec's configuration as dotted keys in TOML spelling ("env.suite", "policy.name",
+    "policy.scale": policy and planner options sit in their tables); seed, name and [run] left out."""
+    data = spec.to_dict()
+    for key in ("seed", "name", "run"):
+        data.pop(key, None)
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(prefix if k == "options" else f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = list(value) if isinstance(value, tuple) else value
+
+    walk("", data)
+    return flat
+
+
+def differing_parameters(specs: Mapping[str, RunSpec]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The dotted keys whose values differ between the labelled specs, and label -> {key: value}
+    (None: the key is absent in that spec)."""
+    params = {label: spec_parameters(spec) for label, spec in specs.items()}
+    keys = list(dict.fromkeys(k for p in params.values() for k in p))
+    differ = [k for k in keys if len({repr(p.get(k)) for p in params.values()}) > 1]
+    return differ, {label: {k: p.get(k) for k in differ} for label, p in params.items()}
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_value_text(v) for v in value) + "]"
+    return "none" if value is None else str(value)
+
+
+def parameter_label(spec: RunSpec, differing: Mapping[str, Any]) -> str:
+    """A configuration's name from what sets it apart: "noisy(scale=0.3)", "zero, suite=libero_spatial",
+    "best_of_n(n=4)". differing: its values of the keys that differ between configurations."""
+    parts = []
+    for table, name in (("policy", spec.policy.name), ("planner", spec.planner.name)):
+        keys = [k for k in differing if k.startswith(f"{table}.")]
+        if keys:
+            args = ", ".join(f"{k.split('.', 1)[1]}={_value_text(differing[k])}" for k in keys if k != f"{table}.name")
+            parts.append(f"{name}({args})" if args else name)
+    parts += [f"{k.rsplit('.', 1)[-1]}={_value_text(v)}" for k, v in differing.items()
+              if not k.startswith(("policy.", "planner."))]
+    return ", ".join(parts)
+
+
+def _deduplicate(runs: Sequence[LoadedRun], configs_of: Mapping[str, str]) -> tuple[dict[str, pd.DataFrame],
+                                                                                    dict[str, dict[str, int]]]:
+    """Each run's rows minus the episodes an earlier run of its configuration already holds, and
+    run -> {earlier run: episodes repeated}."""
+    frames: dict[str, pd.DataFrame] = {}
+    repeats: dict[str, dict[str, int]] = {}
+    owner: dict[tuple[str, tuple], str] = {}  # (config, episode identity) -> the run that holds it first
+    for run in runs:
+        frame = run.frame
+        if not len(frame):
+            frames[run.name] = frame
+            continue
+        keys = [(configs_of[run.name], tuple(str(v) for v in row))
+                for row in frame.reindex(columns=list(EPISODE_IDENTITY)).fillna("").itertuples(index=False)]
+        keep = []
+        for key in keys:
+            first = owner.setdefault(key, run.name)
+            keep.append(first == run.name)
+            if first != run.name:
+                repeats.setdefault(run.name, {}).setdefault(first, 0)
+                repeats[run.name][first] += 1
+        frames[run.name] = frame[keep].reset_index(drop=True)
+    return frames, repeats
+
+
 def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") -> dict[str, Any]:
     """The combined summary document (shape in the module docstring)."""
     configs_of = _disambiguate(runs)
+    unique, repeats = _deduplicate(runs, configs_of)
     points, tasks, warnings = [], [], []
     fingerprints: dict[str, Mapping[str, Any]] = {}
     fp_by_point: dict[str, Mapping[str, Any]] = {}
@@ -107,20 +193,33 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
             # the env workers' own environments (a robosuite-1.5 family's differ from the driver's fingerprint)
             "worker_packages": list(summary.get("worker_packages", [])),
             "warnings": list(summary.get("warnings", [])),
+            "duplicate_episodes": sum(repeats.get(run.name, {}).values()),
+            "duplicate_of": list(repeats.get(run.name, {})),
         })
+        for other, n in repeats.get(run.name, {}).items():
+            warnings.append(f"{run.name}: {n} of its {len(run.frame)} episodes repeat {other}'s (same configuration, "
+                            "seed and episodes: family, suite, task, trial, seed, protocol); counted once, from "
+                            f"{other}")
         for t in summary.get("tasks", []):
             tasks.append({"point": run.name, "config": configs_of[run.name], "seed": run.spec.seed, **t})
         for w in summary.get("warnings", []):
             if not w.startswith("incomplete"):  # the status column says it
                 warnings.append(f"{run.name}: {w}")
 
+    labels = list(dict.fromkeys(configs_of.values()))
+    first_spec = {label: next(r.spec for r in runs if configs_of[r.name] == label) for label in labels}
+    differ, parameters = differing_parameters(first_spec)
     configs = []
-    for label in dict.fromkeys(configs_of.values()):
+    for label in labels:
         members = [r for r in runs if configs_of[r.name] == label]
         started = [r for r in members if len(r.frame)]
-        frame = pd.concat([r.frame for r in started], ignore_index=True) if started else pd.DataFrame()
-        per_seed = [{"seed": r.spec.seed, "point": r.name, "success_rate": success_stats(r.frame)["success_rate"],
-                     "episodes": len(r.frame)} for r in started]
+        frame = pd.concat([unique[r.name] for r in started], ignore_index=True) if started else pd.DataFrame()
+        per_seed = []
+        for seed in dict.fromkeys(r.spec.seed for r in started):  # runs of one seed: one seed, duplicates once
+            of_seed = [r for r in started if r.spec.seed == seed]
+            rows = pd.concat([unique[r.name] for r in of_seed], ignore_index=True)
+            per_seed.append({"seed": seed, "point": of_seed[0].name, "points": [r.name for r in of_seed],
+                             "success_rate": success_stats(rows)["success_rate"], "episodes": len(rows)})
         mean, std = mean_std(p["success_rate"] for p in per_seed)
         config_tasks = []
         if started:
@@ -131,7 +230,9 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
                                      "n_seeds": len(rates), "success_rate_mean": t_mean, "success_rate_std": t_std,
                                      "pooled": success_stats(group)})
         configs.append({
-            "config": label, "points": [r.name for r in members], "seeds": sorted({r.spec.seed for r in started}),
+            "config": label, "label": parameter_label(first_spec[label], parameters[label]) or label,
+            "parameters": parameters[label],
+            "points": [r.name for r in members], "seeds": sorted({r.spec.seed for r in started}),
             "n_seeds": len(per_seed), "per_seed": per_seed, "success_rate_mean": mean, "success_rate_std": std,
             "pooled": success_stats(frame) if started else success_stats(pd.DataFrame()), "tasks": config_tasks,
         })
@@ -156,9 +257,11 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
         "kind": "sweep",
         "sweep": {"name": name, "description": description, "runs": len(points),
                   "episodes_planned": sum(p["episodes_planned"] for p in points),
-                  "episodes_recorded": sum(p["overall"]["episodes"] for p in points), "status_counts": counts},
+                  "episodes_recorded": sum(p["overall"]["episodes"] for p in points),
+                  "duplicate_episodes": sum(p["duplicate_episodes"] for p in points), "status_counts": counts},
         "points": points,
         "configs": configs,
+        "differing_parameters": differ,
         "tasks": tasks,
         "fingerprints": fingerprints,
         "fingerprint_differences": diff,
@@ -190,6 +293,18 @@ def worker_package_rows(summary: Mapping[str, Any]) -> list[tuple[list[str], Map
     return rows
 
 
+def config_name(config: Mapping[str, Any]) -> str:
+    """A configuration as the reports name it: its parameter label ("noisy(scale=0.3)"), with the
+    points' configuration name when that says something else."""
+    label = config.get("label") or config["config"]
+    return label if label == config["config"] else f"{label} [{config['config']}]"
+
+
+def value_text(value: Any) -> str:
+    """A parameter value in a table ("none": absent in that configuration's spec)."""
+    return _value_text(value)
+
+
 def render_sweep_markdown(summary: Mapping[str, Any]) -> str:
     """report.md of a sweep: warnings, configurations across seeds, runs, tasks, fingerprints."""
     from robofleet.platform.report_html import sweep_line, task_cell, task_index
@@ -201,12 +316,21 @@ def render_sweep_markdown(summary: Mapping[str, Any]) -> str:
     lines += [sweep_line(summary), ""]
     if summary["warnings"]:
         lines += [f"> **Warning:** {w}" for w in summary["warnings"]] + [""]
+    if summary.get("differing_parameters"):
+        keys = summary["differing_parameters"]
+        lines += ["## What differs between configurations", "",
+                  "| configuration | runs | " + " | ".join(f"`{k}`" for k in keys) + " |",
+                  "|---|---|" + "---|" * len(keys)]
+        lines += [f"| {config_name(c)} | {', '.join(c['points'])} | "
+                  + " | ".join(value_text(c.get("parameters", {}).get(k)) for k in keys) + " |"
+                  for c in summary["configs"]]
+        lines.append("")
     lines += ["## Configurations across seeds", "",
               "| configuration | seeds | mean success % | std (pp) | pooled | pooled % | pooled 95% CI |",
               "|---|---|---:|---:|---:|---:|---|"]
     for c in summary["configs"]:
         pooled = c["pooled"]
-        lines.append(f"| {c['config']} | {', '.join(map(str, c['seeds'])) or '-'} | {pct(c['success_rate_mean'])} | "
+        lines.append(f"| {config_name(c)} | {', '.join(map(str, c['seeds'])) or '-'} | {pct(c['success_rate_mean'])} | "
                      f"{pct(c['success_rate_std'])} | {pooled['successes']}/{pooled['episodes']} | "
                      f"{pct(pooled['success_rate'])} | {ci_text(pooled['ci95'])} |")
     lines += ["", "## Runs", "",
@@ -221,8 +345,9 @@ def render_sweep_markdown(summary: Mapping[str, Any]) -> str:
     configs = [c["config"] for c in summary["configs"]]
     index = task_index(summary)
     if index:
+        names = [config_name(c) for c in summary["configs"]]
         lines += ["", "## Tasks", "", "success %: mean ± std over seeds, or rate [95% CI] with one seed", "",
-                  "| suite | task | " + " | ".join(configs) + " |", "|---|---|" + "---|" * len(configs)]
+                  "| suite | task | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(configs)]
         for (suite, task_id), task in index.items():
             cells = [task_cell(task["configs"][c]) if c in task["configs"] else "" for c in configs]
             lines.append(f"| {suite} | {task_id}: {task['task']} | " + " | ".join(cells) + " |")

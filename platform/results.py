@@ -5,13 +5,15 @@ Layout of a run directory:
     episodes.csv     one row per finished episode, appended and fsynced as each one finishes
     summary.json     per task / suite / overall success, run figures, software fingerprint
     report.md        the same for people
-    videos/          mp4 rollouts (`--videos K`)
+    videos/          mp4 rollouts (`--videos K` / `--videos failures:K`; platform/rollout_video.VideoPolicy)
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,6 +24,9 @@ EPISODE_COLUMNS = (
     "episode_id", "family", "suite", "task_id", "task", "trial", "sweep_seed", "seed",
     "policy", "planner", "success", "steps", "queries", "final_state", "error", "attempts",
     "wall_s", "reset_s", "policy_s", "queue_s", "model_s", "env_s", "reset_mode", "protocol", "worker", "video", "plan_stats",
+    # Added later, so at the end: rows appended to an older episodes.csv keep its columns in place.
+    "started_at", "ended_at",  # ISO-8601 UTC wall-clock times of the episode's start (before reset) and end
+    "remote_s",  # seconds of round trips to a remote policy server (policy = "remote")
 )
 
 
@@ -49,13 +54,50 @@ class RunStore:
         spec_path = self.root / "spec.toml"
         if spec_path.exists():
             previous = load_spec(spec_path)
+            if "protocol" not in tomllib.loads(spec_path.read_text()):  # written before protocols: robofleet's
+                previous = replace(previous, protocol="robofleet")
             if previous.identity_hash() != spec.identity_hash():
                 raise RunDirError(
                     f"--out {self.root} holds results of a different spec (spec hash {previous.identity_hash()} "
                     f"!= {spec.identity_hash()}); use a new --out directory to keep both"
                 )
-        _write_atomically(spec_path, dump_spec_toml(spec))  # a driver killed mid-write leaves the old one
         self._repair_tail()
+        self._check_recorded_protocol(spec)
+        _write_atomically(spec_path, dump_spec_toml(spec))  # a driver killed mid-write leaves the old one
+        self._upgrade_header()
+
+    def _check_recorded_protocol(self, spec: RunSpec) -> None:
+        """Rows recorded before protocols existed ran robofleet's own (scenes and noise per episode): a
+        reference-protocol spec must not resume into them."""
+        recorded = {row.get("protocol") or "robofleet" for row in self.rows()}
+        if recorded and recorded != {spec.protocol}:
+            raise RunDirError(
+                f"--out {self.root} holds episodes of protocol {', '.join(sorted(recorded))} and the spec asks for "
+                f"{spec.protocol!r}: use a new --out directory, or set protocol = \"{sorted(recorded)[0]}\" to resume")
+
+    def _upgrade_header(self) -> None:
+        """An episodes.csv written by an older robofleet (fewer columns) is rewritten with today's header
+        (missing cells empty), so appended rows line up with it."""
+        if not self.episodes_path.exists():
+            return
+        with self.episodes_path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if tuple(header) == EPISODE_COLUMNS:
+            return
+        unknown = set(header) - set(EPISODE_COLUMNS)
+        if unknown:
+            raise RunDirError(f"{self.episodes_path} has columns this robofleet does not know ({sorted(unknown)}): "
+                              "written by a newer version? Use a new --out directory")
+        rows = self.rows()
+        tmp = self.episodes_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in EPISODE_COLUMNS})
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.episodes_path)
 
     def _repair_tail(self) -> None:
         """Drop what a driver killed inside `append` can leave: an empty file (killed before the header

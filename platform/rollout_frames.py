@@ -10,6 +10,9 @@ For a world-model policy (Prediction.future_images), each video frame is
 with a coloured bar over the predicted half. Without a prediction the right half is grey, so a
 video's layout never changes mid-episode.
 
+Under the cameras, a caption (`caption_frame`): the task's instruction, the step counter and, on the
+end card the video closes with, the episode's outcome (success / failure / error).
+
 The seam: platform/rollout_video.RolloutVideo.add(obs) writes the real cameras side by side; to show
 predictions it calls `compose_frame(obs.images, prediction.future_images)` instead (the episode
 loop, platform/episode_loop.py, passes the latest decision's prediction). The report links videos from the
@@ -17,6 +20,7 @@ loop, platform/episode_loop.py, passes the latest decision's prediction). The re
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Mapping
 
 import numpy as np
@@ -24,6 +28,9 @@ import numpy as np
 PREDICTED_BAR = np.array([0, 118, 255], dtype=np.uint8)  # blue: the imagined half
 REAL_BAR = np.array([40, 167, 69], dtype=np.uint8)        # green: the real half
 BAR_ROWS = 4
+CAPTION_ROWS = 30  # two lines of text under the cameras
+CAPTION_BACKGROUND = (24, 24, 24)
+OUTCOME_COLOURS = {"success": (40, 167, 69), "failure": (207, 34, 46), "error": (191, 135, 0), "": (160, 160, 160)}
 
 
 def _row(images: Mapping[str, np.ndarray], cameras: list[str], height: int, width: int) -> np.ndarray:
@@ -70,3 +77,47 @@ def compose_frame(real: Mapping[str, np.ndarray], predicted: Mapping[str, np.nda
     bar[:, : real_row.shape[1]] = REAL_BAR
     bar[:, real_row.shape[1]:] = PREDICTED_BAR
     return np.concatenate([bar, np.concatenate([real_row, predicted_row], axis=1)], axis=0)
+
+
+@lru_cache(maxsize=1)
+def _font():
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=11)  # FreeType's scalable default font
+    except (ImportError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _fit(draw, text: str, width: int) -> str:
+    """`text` cut (with an ellipsis) to fit `width` pixels."""
+    font = _font()
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def caption_frame(frame: np.ndarray, instruction: str, step: int, outcome: str = "") -> np.ndarray:
+    """`frame` with a caption strip under it: the instruction, then "step N" and the outcome.
+
+    frame: uint8 (H, W, 3) (compose_frame's output). step: env steps taken so far (0: after reset).
+    outcome: "" while the episode runs; "success" / "failure" / "error" on the end card, which also
+        colours the strip's left edge and the outcome text.
+    Returns uint8 (H + CAPTION_ROWS, W, 3); the same shape for every frame of a video.
+    """
+    from PIL import Image, ImageDraw
+
+    height, width = frame.shape[:2]
+    strip = Image.new("RGB", (width, CAPTION_ROWS), CAPTION_BACKGROUND)
+    draw = ImageDraw.Draw(strip)
+    colour = OUTCOME_COLOURS.get(outcome, OUTCOME_COLOURS[""])
+    draw.rectangle([0, 0, 3, CAPTION_ROWS - 1], fill=colour)
+    draw.text((6, 2), _fit(draw, instruction, width - 8), fill=(235, 235, 235), font=_font())
+    status = f"step {step}"
+    draw.text((6, 16), status, fill=(235, 235, 235), font=_font())
+    if outcome:
+        x = 6 + int(draw.textlength(status + "   ", font=_font()))
+        draw.text((x, 16), _fit(draw, outcome.upper(), max(width - x - 2, 0)), fill=colour, font=_font())
+    return np.concatenate([np.asarray(frame, dtype=np.uint8), np.asarray(strip, dtype=np.uint8)], axis=0)

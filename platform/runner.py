@@ -197,7 +197,9 @@ class _WorkerPool:
         """Fill empty slots while the cluster has a worker's CPUs free (a node joined); the new slots."""
         started = []
         for index in self.empty_slots():
-            if ray.available_resources().get("CPU", 0.0) < self.spec.run.cpus_per_worker:
+            free = ray.available_resources().get("CPU", 0.0)
+            log.debug("empty env worker slot %d; %.1f CPUs free of %s", index, free, ray.cluster_resources().get("CPU"))
+            if free < self.spec.run.cpus_per_worker:
                 break
             if self._start(index):
                 started.append(index)

@@ -30,6 +30,7 @@ BUILTIN_POLICIES: dict[str, str] = {
     "scripted": "robofleet.policies.by_family:make_scripted",  # LIBERO expert / robosuite Lift expert
     "cosmos": "robofleet.policies.by_family:make_cosmos",  # robosuite family -> RoboCasa's layout
     "noisy": "robofleet.policies.noisy:make_noisy",
+    "remote": "robofleet.policies.remote.policy:make_remote",  # a served policy: openpi WebSocket or POST /act
 }
 
 
@@ -40,6 +41,7 @@ BUILTIN_VALIDATORS: dict[str, str] = {
     "scripted": "robofleet.policies.by_family:validate_scripted",
     "noisy": "robofleet.policies.noisy:validate_noisy",
     "cosmos": "robofleet.policies.cosmos.validate:validate_cosmos",
+    "remote": "robofleet.policies.remote.policy:validate_remote",
 }
 
 

@@ -35,6 +35,10 @@ def rows(out: Path) -> list[dict]:
 
 
 def main(root: Path) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("robofleet.platform.runner").setLevel(logging.DEBUG)
     # node deaths detected within ~2 s (Ray's default health checks take ~30 s)
     fast_health = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
                    "health_check_failure_threshold": 3}
@@ -47,22 +51,30 @@ def main(root: Path) -> None:
         ray.init(address=cluster.address)
         report["nodes_at_start"] = len([n for n in ray.nodes() if n["Alive"]])
         run(spec, root / "undisturbed", progress=False)
-        # disturbed: the 2-CPU node dies once 2 episodes are recorded; a new 2-CPU node joins later
+        # disturbed: the 2-CPU node dies once 2 episodes are recorded; a new 2-CPU node joins later.
+        # The run goes on in a thread: Ray starts nodes only from the main thread (signal handlers).
         events: dict = {}
+        failure: list = []
 
-        def disturb() -> None:
-            while len(rows(root / "disturbed")) < 2:
-                time.sleep(0.2)
-            events["killed_after_rows"] = len(rows(root / "disturbed"))
-            cluster.remove_node(doomed, allow_graceful=False)
-            time.sleep(4)
-            events["joined_after_rows"] = len(rows(root / "disturbed"))
-            cluster.add_node(num_cpus=2)
+        def sweep() -> None:
+            try:
+                run(spec, root / "disturbed", progress=False)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failure.append(repr(exc))
 
-        thread = threading.Thread(target=disturb, daemon=True)
+        thread = threading.Thread(target=sweep, daemon=True)
         thread.start()
-        run(spec, root / "disturbed", progress=False)
-        thread.join(timeout=60)
+        while len(rows(root / "disturbed")) < 2:
+            time.sleep(0.2)
+        events["killed_after_rows"] = len(rows(root / "disturbed"))
+        cluster.remove_node(doomed, allow_graceful=False)
+        time.sleep(4)
+        events["joined_after_rows"] = len(rows(root / "disturbed"))
+        cluster.add_node(num_cpus=2)
+        events["cpus_after_join"] = ray.cluster_resources().get("CPU")
+        thread.join(timeout=900)
+        if failure or thread.is_alive():
+            raise RuntimeError(f"the disturbed run failed: {failure or 'still running'}")
         report["events"] = events
     finally:
         ray.shutdown()

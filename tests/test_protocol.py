@@ -157,3 +157,36 @@ def test_reference_rollout_uses_the_run_seed_and_the_last_actions(spatial_env):
     assert row["error"] == "" and row["steps"] == 6
     assert policy.seeds == [195, 195, 195]
     assert env.actions == pytest.approx([0.2, 0.3] * 3)
+
+
+def _old_run_dir(root, spec):
+    """A run directory as robofleet wrote it before protocols: no `protocol` in spec.toml, an
+    episodes.csv without the protocol and later columns."""
+    import csv
+
+    from robofleet.platform.results import EPISODE_COLUMNS
+    from robofleet.platform.spec import dump_spec_toml
+
+    root.mkdir()
+    (root / "spec.toml").write_text("\n".join(l for l in dump_spec_toml(spec).splitlines()
+                                              if not l.startswith("protocol")) + "\n")
+    old = [c for c in EPISODE_COLUMNS if c not in ("protocol", "started_at", "ended_at", "remote_s")]
+    with (root / "episodes.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=old)
+        writer.writeheader()
+        writer.writerow({c: {"episode_id": "libero/libero_object/task00/trial000/seed7", "success": 1}.get(c, "")
+                         for c in old})
+
+
+def test_a_run_directory_from_before_protocols_resumes_only_under_its_own_protocol(tmp_path):
+    from robofleet.platform.results import RunDirError, RunStore
+
+    own = spec_from_dict(small_spec(protocol="robofleet"))
+    _old_run_dir(tmp_path / "run", own)
+    with pytest.raises(RunDirError, match="different spec"):  # the old spec.toml means protocol robofleet
+        RunStore(tmp_path / "run", spec_from_dict(small_spec()))
+    store = RunStore(tmp_path / "run", own)  # resumes, and the header is upgraded so new rows line up
+    store.append({"episode_id": "libero/libero_object/task00/trial001/seed7", "success": 0, "protocol": "robofleet"})
+    rows = store.rows()
+    assert [r["episode_id"][-14:] for r in rows] == ["trial000/seed7", "trial001/seed7"]
+    assert rows[0]["protocol"] == "" and rows[1]["protocol"] == "robofleet" and rows[1]["success"] == "0"

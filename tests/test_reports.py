@@ -34,12 +34,14 @@ FINGERPRINT = {"packages": {"python": "3.11.7", "mujoco": "3.8.1", "robosuite": 
 def make_run_dir(path: Path, successes: dict[tuple[int, int], int], spec_dict: dict | None = None,
                  fingerprint: dict | None = FINGERPRINT, errors: tuple[tuple[int, int], ...] = (),
                  videos: bool = False, skip: tuple[tuple[int, int], ...] = (),
-                 worker_packages: tuple[dict, ...] = ()) -> Path:
+                 worker_packages: tuple[dict, ...] = (), attempts: dict[tuple[int, int], int] | None = None,
+                 steps=None) -> Path:
     """A run directory as the runner leaves it, with chosen outcomes instead of simulated ones.
 
     successes: (task_id, trial) -> 0/1 for every episode of the spec (except `skip`ped ones).
     fingerprint: written into summary.json as the recorded one (None: no summary.json).
     worker_packages: the versions its env workers reported (summary.json worker_packages).
+    attempts: (task_id, trial) -> attempts (default 1). steps: (task_id, trial) -> env steps (default 10).
     """
     spec = spec_from_dict(spec_dict or small_spec())
     store = RunStore(path, spec)
@@ -48,10 +50,13 @@ def make_run_dir(path: Path, successes: dict[tuple[int, int], int], spec_dict: d
             continue
         video = f"videos/{e.suite}_task{e.task_id:02d}_trial{e.trial:03d}.mp4" if videos and e.trial == 0 else ""
         store.append({**e.to_dict(), "task": f"task_{e.task_id}_words", "policy": spec.policy.name,
-                      "planner": spec.planner.name, "success": successes[(e.task_id, e.trial)], "steps": 10,
+                      "planner": spec.planner.name, "success": successes[(e.task_id, e.trial)],
+                      "steps": steps(e.task_id, e.trial) if steps else 10,
                       "queries": 3, "final_state": f"{e.seed:016x}",
                       "error": "EpisodeError: boom\nTraceback ..." if (e.task_id, e.trial) in errors else "",
-                      "attempts": 1, "wall_s": 1.0, "reset_s": 0.1, "policy_s": 0.1, "queue_s": 0.0, "model_s": 0.0,
+                      "attempts": (attempts or {}).get((e.task_id, e.trial), 1), "wall_s": 1.0,
+                      "started_at": f"2025-01-02T03:{e.task_id:02d}:{e.trial:02d}.000Z",
+                      "ended_at": f"2025-01-02T04:{e.task_id:02d}:{e.trial:02d}.000Z", "reset_s": 0.1, "policy_s": 0.1, "queue_s": 0.0, "model_s": 0.0,
                       "env_s": 0.5, "reset_mode": "hard", "worker": 0, "video": video, "plan_stats": ""})
     if fingerprint is not None:
         (path / "summary.json").write_text(json.dumps({
@@ -160,7 +165,8 @@ def test_a_run_report_writes_files_that_parse(tmp_path):
     assert (run / "success.png").read_bytes().startswith(PNG_MAGIC)
     html = parse_html(run / "report.html")
     assert html.open_tables == 0 and html.tags.count("table") >= 3
-    assert len(html.images) == 1 and base64.b64decode(html.images[0].split(",", 1)[1]).startswith(PNG_MAGIC)
+    assert len(html.images) == 2, "the success plot and the episode-length plot"
+    assert all(base64.b64decode(src.split(",", 1)[1]).startswith(PNG_MAGIC) for src in html.images)
     assert "videos/libero_object_task00_trial000.mp4" in html.links
     text = "".join(html.text)
     assert "70.0% success" in text and "fp-a" in text and "Warning:" in text
@@ -207,6 +213,94 @@ def test_the_report_command_rewrites_a_run_directory(tmp_path):
     assert out.returncode == 0, out.stderr
     assert str(run / "report.html") in out.stdout
     assert json.loads((run / "summary.json").read_text())["overall"]["successes"] == 1
+
+
+def test_a_run_report_says_when_and_how_it_ran(tmp_path):
+    run = make_run_dir(tmp_path / "run", outcomes([0], 2, lambda t, i: 1))
+    first = Invocation(ran=2, wall_s=5.0, episodes_wall_s=4.0, worker_packages=[], serving=[], fingerprint=FINGERPRINT,
+                       command="robofleet run spec.toml --out run", started_at="2025-01-02T03:00:00.000Z",
+                       ended_at="2025-01-02T03:05:00.000Z")
+    write_run_report(run, first)
+    again = Invocation(ran=1, wall_s=2.0, episodes_wall_s=1.0, worker_packages=[], serving=[], fingerprint=FINGERPRINT,
+                       command="robofleet run spec.toml --out run --workers 4", started_at="2025-01-03T00:00:00.000Z",
+                       ended_at="2025-01-03T00:01:00.000Z")
+    write_run_report(run, again)
+    summary = write_run_report(run)  # `robofleet report`: no invocation, the history is kept
+    assert summary["command"] == "robofleet run spec.toml --out run --workers 4"
+    assert summary["started_at"] == "2025-01-02T03:00:00.000Z" and summary["ended_at"] == "2025-01-03T00:01:00.000Z"
+    assert [i["command"] for i in summary["invocations"]] == [first.command, again.command]
+    md = (run / "report.md").read_text()
+    assert "started 2025-01-02T03:00:00.000Z, ended 2025-01-03T00:01:00.000Z (UTC)" in md
+    assert "command: `robofleet run spec.toml --out run --workers 4`" in md
+    assert "robofleet run spec.toml --out run --workers 4" in "".join(parse_html(run / "report.html").text)
+
+
+def test_without_recorded_invocations_the_times_come_from_the_episodes(tmp_path):
+    run = make_run_dir(tmp_path / "run", outcomes([0, 1], 2, lambda t, i: 1), spec_with([0, 1], 2))
+    summary = write_run_report(run)
+    assert summary["started_at"] == "2025-01-02T03:00:00.000Z"  # task 0 trial 0's start
+    assert summary["ended_at"] == "2025-01-02T04:01:01.000Z"    # task 1 trial 1's end
+    assert summary["command"] is None and summary["invocations"] == []
+
+
+def test_rows_appended_under_an_older_episodes_csv_header_still_report(tmp_path):
+    from robofleet.platform.results import EPISODE_COLUMNS
+
+    assert EPISODE_COLUMNS[-2:] == ("started_at", "ended_at")
+    run = make_run_dir(tmp_path / "run", outcomes([0], 2, lambda t, i: 1))
+    lines = (run / "episodes.csv").read_text().splitlines()
+    old_header = ",".join(EPISODE_COLUMNS[:-2])  # a directory recorded before the columns existed
+    (run / "episodes.csv").write_text("\n".join([old_header, *lines[1:]]) + "\n")
+    summary = write_run_report(run)
+    assert summary["overall"]["episodes"] == 2 and summary["overall"]["successes"] == 2
+
+
+def test_the_run_report_lists_every_episode_with_its_outcome_error_and_video(tmp_path):
+    run = make_run_dir(tmp_path / "run", outcomes([0, 3], 3, lambda t, i: t == 0), spec_with([0, 3], 3),
+                       errors=((3, 2),), videos=True)
+    summary = write_run_report(run)
+    assert summary["error_summary"] == [{"error": "EpisodeError: boom", "count": 1,
+                                         "episodes": ["libero/libero_object/task03/trial002/seed7"]}]
+    md = (run / "report.md").read_text()
+    assert "## Episodes" in md and "## Errors" in md
+    assert ("| libero_object | 0: task_0_words | 0 | success | 10 | 1 | 2025-01-02T03:00:00.000Z |  | "
+            "[mp4](videos/libero_object_task00_trial000.mp4) |") in md
+    assert "| libero_object | 3: task_3_words | 1 | failure | 10 | 1 | 2025-01-02T03:03:01.000Z |  |  |" in md
+    assert "| libero_object | 3: task_3_words | 2 | error | 10 | 1 | 2025-01-02T03:03:02.000Z | EpisodeError: boom |" in md
+    html = (run / "report.html").read_text()
+    assert '<td class="failure">failure</td>' in html and '<td class="error">error</td>' in html
+    assert "Episodes (3 of 6 did not succeed)" in html
+    assert '<video controls preload="metadata" src="videos/libero_object_task03_trial000.mp4">' in html
+    assert "trial 0, failure, 10 steps" in html
+
+
+def test_retried_episodes_are_counted_and_warned(tmp_path):
+    run = make_run_dir(tmp_path / "run", outcomes([0], 3, lambda t, i: 1), attempts={(0, 1): 2})
+    summary = write_run_report(run)
+    assert summary["overall"]["retried"] == 1 and summary["tasks"][0]["retried"] == 1
+    assert any(w.startswith("1 episode(s) were retried after their env worker died") for w in summary["warnings"])
+    assert "| libero_object | 0: task_0_words | 1 | success | 10 | 2 |" in (run / "report.md").read_text()
+    assert pd.read_csv(run / "tasks.csv")["retried"].tolist() == [1]
+
+
+def test_a_run_report_gives_the_episode_length_distribution_per_task(tmp_path):
+    run = make_run_dir(tmp_path / "run", outcomes([0, 1], 5, lambda t, i: i % 2), spec_with([0, 1], 5),
+                       steps=lambda t, i: 10 * (i + 1) + t)
+    summary = write_run_report(run)
+    assert summary["tasks"][0]["steps_distribution"] == {"min": 10, "p25": 20, "median": 30, "p75": 40, "max": 50}
+    tasks = pd.read_csv(run / "tasks.csv")
+    assert tasks[["steps_min", "steps_median", "steps_max"]].values.tolist() == [[10, 30, 50], [11, 31, 51]]
+    assert "| 30 | 10 / 30 / 50 |" in (run / "report.md").read_text()
+    assert (run / "steps.png").read_bytes().startswith(PNG_MAGIC)
+    assert "Episode lengths" in "".join(parse_html(run / "report.html").text)
+
+
+def test_the_success_plot_labels_its_bars_with_the_task_names(tmp_path):
+    from robofleet.platform.report_files import run_plot_bars
+
+    run = make_run_dir(tmp_path / "run", outcomes([0, 3], 2, lambda t, i: 1), spec_with([0, 3], 2))
+    labels = [b.label for b in run_plot_bars(write_run_report(run))]
+    assert labels == ["0: task 0 words", "3: task 3 words", "overall"]
 
 
 # -- several runs ----------------------------------------------------------------------------------
@@ -285,6 +379,59 @@ def test_several_run_directories_combine_into_one_report(tmp_path):
     assert "[a-seed0](../a-seed0/report.md)" in (tmp_path / "combined" / "report.md").read_text()
 
 
+def test_two_runs_of_the_same_spec_and_seed_are_counted_once(tmp_path):
+    a = make_run_dir(tmp_path / "a-seed0", outcomes([0], 4, lambda t, i: i < 1), spec_with([0], 4, seed=0))
+    copy_dir = tmp_path / "copy" / "a-seed0"
+    shutil.copytree(a, copy_dir)  # the same spec and seed: bit-identical episodes
+    b = make_run_dir(tmp_path / "a-seed1", outcomes([0], 4, lambda t, i: i < 3), spec_with([0], 4, seed=1))
+    summary = write_combined_report([a, copy_dir, b], tmp_path / "combined")
+    [config] = summary["configs"]
+    assert config["n_seeds"] == 2 and config["seeds"] == [0, 1]
+    assert [(p["seed"], p["episodes"], p["points"]) for p in config["per_seed"]] == [
+        (0, 4, ["a-seed0", "copy/a-seed0"]), (1, 4, ["a-seed1"])]
+    assert config["pooled"]["episodes"] == 8 and config["pooled"]["successes"] == 4
+    assert config["tasks"][0]["pooled"]["episodes"] == 8
+    copy_point = next(p for p in summary["points"] if p["name"] == "copy/a-seed0")
+    assert copy_point["duplicate_episodes"] == 4 and copy_point["duplicate_of"] == ["a-seed0"]
+    assert summary["sweep"]["duplicate_episodes"] == 4
+    assert any(w.startswith("copy/a-seed0: 4 of its 4 episodes repeat a-seed0's") for w in summary["warnings"])
+    assert "repeated in another run of their configuration: counted once" in (tmp_path / "combined" / "report.md").read_text()
+
+
+def test_runs_of_other_configurations_on_the_same_episodes_are_not_duplicates(tmp_path):
+    zero = make_run_dir(tmp_path / "zero", outcomes([0], 2, lambda t, i: 1), spec_with([0], 2, name="zero"))
+    rand = make_run_dir(tmp_path / "random", outcomes([0], 2, lambda t, i: 0), spec_with([0], 2, name="random"))
+    summary = write_combined_report([zero, rand], tmp_path / "combined")
+    assert summary["sweep"]["duplicate_episodes"] == 0
+    assert [c["pooled"]["episodes"] for c in summary["configs"]] == [2, 2]
+
+
+def test_a_sweep_report_names_configurations_by_the_parameters_that_differ(tmp_path):
+    import tomli_w
+
+    from robofleet.jobs.sweep import sweep_from_dict
+
+    out = tmp_path / "sweep"
+    doc = {**spec_with([0], 2), "sweep": {"name": "chunks", "description": "Does a longer chunk help the random policy?"},
+           "grid": [{"policy": {"chunk_size": [2, 8]}}]}
+    out.mkdir()
+    (out / "sweep.toml").write_text(tomli_w.dumps(doc))
+    for p in sweep_from_dict(doc).points:
+        make_run_dir(out / p.name, outcomes([0], 2, lambda t, i: 1), tomllib.loads(dump_spec_toml(p.spec)))
+    summary = write_report(out)
+    assert summary["differing_parameters"] == ["policy.chunk_size"]
+    assert [(c["config"], c["label"], c["parameters"]) for c in summary["configs"]] == [
+        ("chunk_size2", "random(chunk_size=2)", {"policy.chunk_size": 2}),
+        ("chunk_size8", "random(chunk_size=8)", {"policy.chunk_size": 8})]
+    md = (out / "report.md").read_text()
+    assert "| random(chunk_size=2) [chunk_size2] | chunk_size2 | 2 |" in md
+    html = parse_html(out / "report.html")
+    text = "".join(html.text)
+    assert "Does a longer chunk help the random policy?" in text and "What differs between configurations" in text
+    assert "random(chunk_size=8) [chunk_size8]" in text
+    assert pd.read_csv(out / "configs.csv")["label"].iloc[0] == "random(chunk_size=2)"
+
+
 LIBERO_WORKER = {**FINGERPRINT["packages"]}  # LIBERO's workers run in the driver's environment
 RS15_WORKER = {"python": "3.11.7", "mujoco": "3.3.1", "robosuite": "1.5.2", "libero": None, "torch": None,
                "ray": "2.60.0", "numpy": "2.2.5", "diffusers": None, "transformers": None, "robocasa": None}
@@ -353,23 +500,145 @@ def test_a_video_frame_shows_the_predicted_future_beside_the_real_cameras():
     assert compose_frame(real, with_prediction_column=False).shape == (8, 20, 3)
 
 
+def test_video_policy_reads_the_cli_forms_and_refuses_the_rest():
+    from robofleet.platform.errors import SpecError
+    from robofleet.platform.rollout_video import VideoPolicy
+
+    assert VideoPolicy.parse("3") == VideoPolicy(first=3) == VideoPolicy.of(3)
+    assert VideoPolicy.parse("failures:2") == VideoPolicy(failures=2)
+    assert VideoPolicy.parse("failures") == VideoPolicy(failures=None)  # every failure
+    assert VideoPolicy.parse("1,failures:4") == VideoPolicy(first=1, failures=4)
+    assert [str(VideoPolicy.parse(t)) for t in ("3", "failures:2", "failures", "1,failures:4", "0")] == [
+        "3", "failures:2", "failures", "1,failures:4", "0"]
+    assert not VideoPolicy.parse("0") and VideoPolicy.parse("failures:1")
+    for bad in ("-1", "failures:-2", "fail", "2:3", ""):
+        with pytest.raises(SpecError, match="--videos"):
+            VideoPolicy.parse(bad)
+
+
+def test_failure_videos_keep_only_episodes_that_did_not_succeed_up_to_k_per_task(tmp_path):
+    from robofleet.platform.rollout_video import VideoPolicy
+    from robofleet.platform.runner import _InFlight, _row, _video_path
+
+    spec = spec_from_dict(spec_with([0, 1], 4))
+    store = RunStore(tmp_path / "run", spec)
+    policy = VideoPolicy.parse("1,failures:1")
+    outcomes_by_trial = {0: 0, 1: 1, 2: 0, 3: 0}  # trial 0 is recorded anyway (first 1); then fail, succeed, ...
+    rows = {}
+    for e in expand_episodes(spec):
+        path = _video_path(store, spec, e, policy)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(b"mp4")  # what the worker recorded
+        result = {"success": outcomes_by_trial[e.trial], "steps": 5, "error": "", "video": str(path)}
+        rows[(e.task_id, e.trial)] = _row(spec, store.root, _InFlight(None, 0, e, 1, path), result)
+    kept = sorted(p.name for p in (store.root / "videos").glob("*.mp4"))
+    assert kept == ["libero_object_task00_trial000.mp4", "libero_object_task00_trial002.mp4",
+                    "libero_object_task01_trial000.mp4", "libero_object_task01_trial002.mp4"]
+    assert rows[(0, 2)]["video"] == "videos/libero_object_task00_trial002.mp4"
+    assert rows[(0, 1)]["video"] == "" and rows[(0, 3)]["video"] == "", "a success, and a failure over the limit"
+    assert not list((store.root / "videos" / "recording").iterdir()), "no recording is left behind"
+    # a worker that died mid-episode leaves an incomplete recording: it is not kept
+    e = expand_episodes(spec_from_dict(spec_with([2], 4)))[1]
+    path = _video_path(store, spec, e, VideoPolicy(failures=None))
+    Path(path).write_bytes(b"mp4")
+    row = _row(spec, store.root, _InFlight(None, 0, e, 2, path), {"success": 0, "steps": 0, "error": "worker died"})
+    assert row["video"] == "" and not Path(path).exists() and row["ended_at"].endswith("Z")
+
+
+def test_a_video_frame_carries_a_caption_with_the_instruction_step_and_outcome():
+    from robofleet.platform.rollout_frames import CAPTION_ROWS, OUTCOME_COLOURS, caption_frame
+
+    frame = np.full((64, 128, 3), 50, np.uint8)
+    running = caption_frame(frame, "put the bowl on the plate", step=7)
+    assert running.shape == (64 + CAPTION_ROWS, 128, 3) and (running[:64] == 50).all()
+    assert (running[64:, 6:] > 200).any(), "the caption's text is drawn"
+    failed = caption_frame(frame, "put the bowl on the plate", step=7, outcome="failure")
+    assert tuple(failed[64 + 5, 1]) == OUTCOME_COLOURS["failure"]
+    assert (failed[64 + 16:, 60:] != running[64 + 16:, 60:]).any(), "the outcome is written after the step"
+    assert not np.array_equal(caption_frame(frame, "x", step=7), caption_frame(frame, "x", step=8))
+
+
+def test_a_libero_episode_records_its_times_and_a_captioned_video_with_an_end_card(tmp_path):
+    import imageio.v2 as imageio
+
+    from robofleet.envs.libero import LiberoEnv
+    from robofleet.platform.episode_loop import run_episode
+    from robofleet.platform.rollout_frames import CAPTION_ROWS, OUTCOME_COLOURS
+    from robofleet.platform.rollout_video import END_CARD_FRAMES
+    from robofleet.planners.direct import Direct
+    from robofleet.policies.contract import Prediction
+
+    class Still:
+        chunk_size = 4
+
+        def predict(self, observations, seeds):
+            return [Prediction(actions=np.zeros((4, 7), np.float32)) for _ in observations]
+
+        def reset(self):
+            pass
+
+    env = LiberoEnv("libero_object", image_size=64, render_cameras=True)
+    try:
+        env.max_steps = 8
+        episode = expand_episodes(spec_from_dict(small_spec()))[0]
+        row = run_episode(env, Direct(Still()), episode, video_path=tmp_path / "v.mp4")
+    finally:
+        env.close()
+    assert row["error"] == "" and row["success"] == 0 and row["steps"] == 8
+    assert row["started_at"] < row["ended_at"] and row["started_at"].endswith("Z")
+    frames = imageio.mimread(tmp_path / "v.mp4")
+    assert len(frames) == 1 + 8 + END_CARD_FRAMES  # the reset, every step, the end card
+    assert frames[0].shape == (64 + CAPTION_ROWS, 128, 3)
+    edge = frames[-1][64 + 4:64 + CAPTION_ROWS - 4, 1].astype(int)  # the card's outcome bar (lossy codec)
+    assert np.abs(edge.mean(axis=0) - OUTCOME_COLOURS["failure"]).max() < 40
+
+
 # -- rendering -------------------------------------------------------------------------------------
-def test_the_html_report_renders_in_headless_chromium(tmp_path):
+def screenshot(page: Path, shot: Path, profile: Path, height: int = 1600) -> np.ndarray:
+    """`page` rendered by headless chromium at 1200 x height, as an RGB array (skips without chromium)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         print("skipped: chromium is not installed (apt-get install -y chromium)")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    out = _sweep_dir(tmp_path, {0: [4, 0], 1: [2, 2]})
-    write_report(out)
-    shot = tmp_path / "shot.png"
     proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                            "--disable-component-update", "--disable-sync", "--no-first-run",
-                           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
-                           (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120)
+                           f"--user-data-dir={profile}", f"--screenshot={shot}", f"--window-size=1200,{height}",
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     from PIL import Image
 
-    image = np.asarray(Image.open(shot).convert("RGB"))
+    return np.asarray(Image.open(shot).convert("RGB"))
+
+
+def test_the_run_report_renders_in_headless_chromium_with_its_episodes_and_videos(tmp_path):
+    from robofleet.envs.contract import Observation
+    from robofleet.platform.rollout_video import RolloutVideo
+
+    run = make_run_dir(tmp_path / "run", outcomes([0, 3], 3, lambda t, i: t == 0 or i == 1), spec_with([0, 3], 3),
+                       errors=((3, 2),), videos=True, attempts={(3, 1): 2}, steps=lambda t, i: 40 + 25 * i + 7 * t)
+    for task in (0, 3):  # real captioned mp4s where the rows point
+        video = RolloutVideo(run / "videos" / f"libero_object_task{task:02d}_trial000.mp4")
+        for step in range(6):
+            image = np.zeros((64, 64, 3), np.uint8)
+            image[:, : 10 * (step + 1)] = (30, 120, 200)
+            video.add(Observation(images={"agentview": image, "wrist": image[::-1]}, proprio=np.zeros(9),
+                                  instruction=f"task {task}: pick up the soup and place it in the basket"))
+        video.close("success" if task == 0 else "failure")
+    write_run_report(run, Invocation(ran=6, wall_s=9.0, episodes_wall_s=8.0, worker_packages=[], serving=[],
+                                     fingerprint=FINGERPRINT, command="robofleet run spec.toml --videos 1",
+                                     started_at="2025-01-02T03:00:00.000Z", ended_at="2025-01-02T03:09:00.000Z"))
+    image = screenshot(run / "report.html", tmp_path / "run.png", tmp_path / "profile", height=2400)
+    assert image.shape == (2400, 1200, 3)
+    dark = (image.sum(axis=2) < 200).mean()
+    assert 0.002 < dark < 0.5, "the page shows text and tables, not a blank or black screen"
+    red = ((image[..., 0] > 180) & (image[..., 1] < 80) & (image[..., 2] < 80)).mean()
+    assert red > 0.00002, "failed episodes are drawn in red (outcome column, steps plot)"
+
+
+def test_the_html_report_renders_in_headless_chromium(tmp_path):
+    out = _sweep_dir(tmp_path, {0: [4, 0], 1: [2, 2]})
+    write_report(out)
+    image = screenshot(out / "report.html", tmp_path / "shot.png", tmp_path / "profile")
     assert image.shape == (1600, 1200, 3)
     dark = (image.sum(axis=2) < 200).mean()
     assert 0.002 < dark < 0.5, "the page shows text and tables, not a blank or black screen"

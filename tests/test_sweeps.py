@@ -130,7 +130,7 @@ def test_a_sweep_needs_a_name():
 def test_plan_prints_every_run_and_the_total(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(toml_text(sweep_doc(sweep={"seeds": [0, 1]}, grid=[{"policy": [{"name": "zero"}, {"name": "random"}]}])))
-    out = subprocess.run([sys.executable, "-m", "robofleet.platform.cli", "plan", str(path), "--out", str(tmp_path / "o")],
+    out = subprocess.run([sys.executable, "-m", "robofleet.jobs.cli", "plan", str(path), "--out", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "sweep t: 4 runs" in out.stdout
@@ -143,7 +143,7 @@ def test_plan_prints_every_run_and_the_total(tmp_path):
 def test_plan_reports_a_bad_grid_point_without_a_traceback(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(toml_text(sweep_doc(grid=[{"env": {"suite": ["nope"]}}])))
-    out = subprocess.run([sys.executable, "-m", "robofleet.platform.cli", "plan", str(path)],
+    out = subprocess.run([sys.executable, "-m", "robofleet.jobs.cli", "plan", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "grid[0].env.suite: unknown value 'nope'" in out.stderr and "Traceback" not in out.stderr
@@ -188,7 +188,7 @@ def _recorded(out: Path) -> int:
 
 def _cli_run(spec: Path, out: Path, ray_tmp: str, log) -> subprocess.Popen:
     """`robofleet run` in its own session; RAY_TMPDIR marks every Ray process its driver starts."""
-    return subprocess.Popen([sys.executable, "-m", "robofleet.platform.cli", "run", str(spec), "--out", str(out),
+    return subprocess.Popen([sys.executable, "-m", "robofleet.jobs.cli", "run", str(spec), "--out", str(out),
                              "--no-progress"], env={**os.environ, "RAY_TMPDIR": ray_tmp}, start_new_session=True,
                             stdout=log, stderr=subprocess.STDOUT)
 

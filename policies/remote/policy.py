@@ -1,0 +1,199 @@
+"""`policy = "remote"`: evaluate a policy served elsewhere (openpi, OpenVLA-OFT, cosmos-policy, `robofleet serve`).
+
+    [policy]
+    name = "remote"
+    url = "ws://127.0.0.1:8000"          # openpi: ws:// or wss://; http_act: http(s)://HOST:PORT/act
+    protocol = "openpi"                  # or "http_act"
+    # api_key_env = "POLICY_API_KEY"     # sent as `Authorization: Api-Key <key>`; the key never enters the spec
+    # send_seed = true                   # add "seed" to each request (robofleet servers draw their noise from it)
+    # timeout_s = 60                     # per request
+    # image_size = 224                   # openpi only: the square side images are resized (with padding) to
+
+Each env worker holds one connection (WebSocket or keep-alive HTTP); many workers hitting one endpoint
+concurrently let a batching server batch. A dropped connection is reopened and the request sent once
+more; a second failure, or an error answer, raises RemotePolicyError: the episode's row holds the cause.
+Per request, Prediction.stats carries `remote_s` (round trip, s), `model_s` (the server's own inference
+time when it reports one: openpi's `server_timing.infer_ms`) and `queue_s` (the rest: network, encoding,
+server queue), so that rows' queue_s / model_s columns split a remote's latency as they do a replica's.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
+
+from robofleet.envs.contract import Observation
+from robofleet.platform.errors import SpecError
+from robofleet.policies.contract import PolicyContext, Prediction
+from robofleet.policies.remote.adapters import ADAPTERS, PROTOCOLS, adapter_for
+from robofleet.policies.remote.connections import (
+    CONNECTIONS, ConnectionLost, RemotePolicyError, RemoteRefused,
+)
+
+_SCHEMES = {"openpi": ("ws", "wss"), "http_act": ("http", "https")}
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """The `[policy]` options of `remote`, validated."""
+
+    url: str  # where the server listens (scheme per protocol: see _SCHEMES)
+    protocol: str  # "openpi" | "http_act"
+    api_key_env: str | None = None  # environment variable holding the API key (read in the env worker)
+    send_seed: bool = False  # add the request's seed as "seed" (a robofleet extension; other peers may refuse it)
+    timeout_s: float = 60.0  # per request (and per connection attempt)
+    image_size: int = 224  # openpi: side of the square images sent (openpi's LIBERO example resizes to 224)
+    max_reply_mb: float = 64.0  # replies larger than this are refused
+
+
+def parse_options(options: Mapping[str, Any]) -> RemoteOptions:
+    """RemoteOptions from `[policy]` options; SpecError names the key, the value and the fix."""
+    allowed = ("url", "protocol", "api_key_env", "send_seed", "timeout_s", "image_size", "max_reply_mb")
+    for key in options:
+        if key not in allowed:
+            raise SpecError(f"policy.{key}", f"unknown option for policy 'remote'; allowed: {', '.join(allowed)}")
+    protocol = options.get("protocol")
+    if protocol not in PROTOCOLS:
+        raise SpecError("policy.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    url = options.get("url")
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in _SCHEMES[protocol] or not parts.hostname:
+        raise SpecError("policy.url", f"{url!r}: protocol {protocol!r} needs a {' or '.join(_SCHEMES[protocol])} URL, "
+                                      f"e.g. {_SCHEMES[protocol][0]}://127.0.0.1:8000{'/act' if protocol == 'http_act' else ''}")
+    try:
+        parts.port
+    except ValueError:
+        raise SpecError("policy.url", f"{url!r} has an invalid port") from None
+    key_env = options.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not key_env.isidentifier()):
+        raise SpecError("policy.api_key_env", f"must name an environment variable, got {key_env!r}")
+    send_seed = options.get("send_seed", False)
+    if not isinstance(send_seed, bool):
+        raise SpecError("policy.send_seed", f"must be true or false, got {send_seed!r}")
+    numbers = {}
+    for key, default, low, high, kind in (("timeout_s", 60.0, 0.001, 3600.0, (int, float)),
+                                          ("image_size", 224, 8, 1024, (int,)),
+                                          ("max_reply_mb", 64.0, 0.001, 4096.0, (int, float))):
+        value = options.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            raise SpecError(f"policy.{key}", f"must be a number in {low:g}..{high:g}, got {value!r}")
+        numbers[key] = value
+    if "image_size" in options and protocol != "openpi":
+        raise SpecError("policy.image_size", "applies to protocol 'openpi' only (http_act sends the env's images)")
+    return RemoteOptions(url=url, protocol=protocol, api_key_env=key_env, send_seed=send_seed, **numbers)
+
+
+class RemotePolicy:
+    """The Policy contract over one connection to a policy server (see the module docstring)."""
+
+    chunk_size = None  # whatever the server returns
+
+    def __init__(self, options: RemoteOptions, env_family: str):
+        self.options = options
+        adapter_options = {"image_size": options.image_size} if options.protocol == "openpi" else {}
+        self.adapter = adapter_for(env_family, options.protocol, **adapter_options)
+        self._connection = None
+        self.reconnects = 0
+
+    def _api_key(self) -> str | None:
+        name = self.options.api_key_env
+        if name is None:
+            return None
+        if name not in os.environ:
+            raise RemotePolicyError(f"policy.api_key_env: environment variable {name} is not set in the env worker")
+        return os.environ[name]
+
+    def _connect(self):
+        return CONNECTIONS[self.options.protocol](self.options.url, api_key=self._api_key(),
+                                                   timeout_s=self.options.timeout_s,
+                                                   max_bytes=int(self.options.max_reply_mb * 2**20))
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:  # noqa: BLE001 - the connection is already broken; a new one replaces it
+                pass
+            self._connection = None
+
+    def _call(self, message: dict[str, Any]) -> tuple[Any, int]:
+        """The reply and the number of attempts (1, or 2 after a dropped connection)."""
+        first: ConnectionLost | None = None
+        for attempt in (1, 2):
+            try:
+                if self._connection is None:
+                    self._connection = self._connect()
+                    self.reconnects += attempt == 2
+                return self._connection.call(message), attempt
+            except ConnectionLost as exc:
+                self._drop()
+                if first is not None:
+                    raise RemotePolicyError(f"remote policy at {self.options.url}: the connection failed twice "
+                                            f"({first}; after reconnecting: {exc})") from exc
+                first = exc
+            except RemoteRefused as exc:
+                raise RemotePolicyError(f"remote policy at {self.options.url}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
+        """observations[i] -> Prediction i, one request each, in order. actions: float32 (K, 7) as the
+        server sent them; stats: remote_s, model_s, queue_s (s), attempts, and the server's timing."""
+        predictions = []
+        for obs, seed in zip(observations, seeds):
+            message = self.adapter.request(obs, seed if self.options.send_seed else None)
+            started = time.perf_counter()
+            reply, attempts = self._call(message)
+            remote_s = time.perf_counter() - started
+            try:
+                actions, future_images, value = self.adapter.prediction(reply)
+            except ValueError as exc:
+                raise RemotePolicyError(f"remote policy at {self.options.url}: {exc}") from None
+            timing = reply.get("server_timing") if isinstance(reply, dict) else None
+            timing = timing if isinstance(timing, dict) else {}
+            model_s = _number(timing.get("model_ms", timing.get("infer_ms"))) / 1000
+            stats = {"remote_s": remote_s, "model_s": model_s, "queue_s": max(0.0, remote_s - model_s),
+                     "attempts": attempts}
+            if "batch_size" in timing:
+                stats["batch_size"] = int(_number(timing["batch_size"]))
+            predictions.append(Prediction(actions=actions, future_images=future_images, value=value, stats=stats))
+        return predictions
+
+    def reset(self) -> None:
+        """Nothing per episode: the server keeps no episode state either (openpi's `reset` is a no-op too)."""
+
+    def close(self) -> None:
+        self._drop()
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def make_remote(options: Mapping[str, Any], env_family: str) -> RemotePolicy:
+    """Registry factory of "remote"."""
+    if not any(family == env_family for family, _ in ADAPTERS):
+        raise SpecError("policy.name", f"remote policies have adapters for {sorted({f for f, _ in ADAPTERS})}, "
+                                       f"not env family {env_family!r}")
+    return RemotePolicy(parse_options(options), env_family)
+
+
+def validate_remote(context: PolicyContext, check_files: bool) -> None:
+    """Options, env family and cameras always; with check_files (on the driver, before Ray starts) that
+    something accepts TCP connections at the URL, so that a server that is not up fails the run at once."""
+    options = parse_options(context.options)
+    if (context.family, options.protocol) not in ADAPTERS:
+        raise SpecError("policy.protocol", f"no adapter for env family {context.family!r} over {options.protocol!r}; "
+                                           f"adapters: {', '.join(f'{f}/{p}' for f, p in ADAPTERS)}")
+    if not context.render_cameras:
+        raise SpecError("env.render_cameras", "a remote policy is sent the camera images: set it to true")
+    if check_files:
+        parts = urlsplit(options.url)
+        port = parts.port or {"ws": 80, "http": 80, "wss": 443, "https": 443}[parts.scheme]
+        try:
+            socket.create_connection((parts.hostname, port), timeout=min(options.timeout_s, 10.0)).close()
+        except OSError as exc:
+            raise SpecError("policy.url", f"nothing accepts connections at {options.url} ({exc.strerror or exc}); "
+                                          "start the server first (e.g. `robofleet serve SPEC`) or fix the URL") from None
