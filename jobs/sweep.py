@@ -63,6 +63,7 @@ RUN_SPEC_KEYS = ("seed", "name", "protocol", "env", "policy", "planner", "servin
 SWEEP_KEYS = ("name", "seeds", "description")
 # Leaves whose string values are self-explanatory as labels ("libero_object", "scripted").
 _BARE_LABEL_LEAVES = ("suite", "name", "policy", "planner")
+_BARE_TABLE_KEYS = ("family", "suite", "name", "policy", "planner", "protocol")  # their values say what they are
 
 
 @dataclass(frozen=True)
@@ -226,10 +227,12 @@ def _labels(path: str, values: list[Any]) -> list[str]:
         return [f"seed{_short(v)}" for v in values]
     labels = []
     for value in values:
-        if isinstance(value, dict):
+        if isinstance(value, dict):  # "random-chunk_size=2", "libero-libero_object-tasks=0"
             same = [v for v in values if isinstance(v, dict) and v.get("name") == value.get("name")]
             keys = sorted({k for v in same for k in v if k != "name" and any(w.get(k) != v.get(k) for w in same)})
-            parts = [_short(value.get("name", leaf))] + [f"{k}{_short(value.get(k, 'none'))}" for k in keys]
+            parts = [_short(value["name"])] if "name" in value else ([] if keys else [leaf])
+            parts += [_short(value.get(k, "none")) if k in _BARE_TABLE_KEYS else f"{k}={_short(value.get(k, 'none'))}"
+                      for k in keys]
             labels.append("-".join(parts))
         elif isinstance(value, str) and leaf in _BARE_LABEL_LEAVES:
             labels.append(_short(value))

@@ -85,7 +85,14 @@ def test_list_valued_keys_are_swept_as_lists_of_lists():
 def test_same_named_tables_are_told_apart_by_the_keys_that_differ():
     sweep = sweep_from_dict(sweep_doc(grid=[{"policy": [{"name": "random", "chunk_size": 2},
                                                          {"name": "random", "chunk_size": 5}]}]))
-    assert [p.name for p in sweep.points] == ["random-chunk_size2", "random-chunk_size5"]
+    assert [p.name for p in sweep.points] == ["random-chunk_size=2", "random-chunk_size=5"]
+
+
+def test_tables_without_a_name_are_labelled_by_the_values_that_differ():
+    sweep = sweep_from_dict(sweep_doc(grid=[{"env": [
+        {"family": "libero", "suite": "libero_object", "tasks": [0], "trials": 1},
+        {"family": "libero", "suite": "libero_spatial", "tasks": [0], "trials": 2}]}]))
+    assert [p.name for p in sweep.points] == ["libero_object-trials=1", "libero_spatial-trials=2"]
 
 
 def test_sweep_files_parse_with_toml_dotted_keys(tmp_path):
