@@ -20,6 +20,7 @@ from robofleet.envs import robosuite_snapshot
 from robofleet.envs.camera_gate import CameraGate
 from robofleet.envs.contract import Observation, Step
 from robofleet.envs.libero_setup import prepare_libero
+from robofleet.envs.libero_tasks import load_suite
 from robofleet.envs.libero_suites import DUMMY_ACTION, LIBERO_SUITES, WAIT_STEPS
 from robofleet.platform.errors import EpisodeError
 
@@ -60,9 +61,6 @@ class LiberoEnv:
         reseed_every_step: bool = False,
     ):
         prepare_libero()
-        import contextlib, io  # noqa: E401, PLC0415 - LIBERO prints "[info] using task orders" per suite built
-        from libero.libero import benchmark  # noqa: PLC0415 - must follow prepare_libero()
-
         self.suite_name = suite
         self.max_steps = max_steps or LIBERO_SUITES[suite].max_steps
         self.wait_steps = wait_steps
@@ -71,8 +69,7 @@ class LiberoEnv:
         self.hard_reset = hard_reset
         self.reseed_every_step = reseed_every_step
         self._step_seed = 0
-        with contextlib.redirect_stdout(io.StringIO()):
-            self._suite = benchmark.get_benchmark_dict()[suite]()
+        self._suite = load_suite(suite)
         self._env = None
         self._gate: CameraGate | None = None
         self._task_id: int | None = None

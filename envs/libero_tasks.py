@@ -5,28 +5,33 @@ read files (`check_files`) call these, on the driver, before Ray starts.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 from robofleet.envs.libero_setup import prepare_libero
 
 
-def _suite(suite: str):
+def load_suite(suite: str) -> Any:
+    """LIBERO's benchmark object of `suite` (its tasks, BDDL files, init states), without the
+    "[info] using task orders" line libero prints for every suite it builds."""
     prepare_libero()
     from libero.libero import benchmark  # noqa: PLC0415 - after prepare_libero()
 
-    return benchmark.get_benchmark_dict()[suite]()
+    with contextlib.redirect_stdout(io.StringIO()):
+        return benchmark.get_benchmark_dict()[suite]()
 
 
 def instructions(suite: str, task_ids: Sequence[int]) -> list[str]:
     """The language instruction of each task, in order."""
-    tasks = _suite(suite)
+    tasks = load_suite(suite)
     return [tasks.get_task(t).language for t in task_ids]
 
 
 def goal_conditions(suite: str, task_ids: Sequence[int]) -> dict[int, tuple[str, list[str]]]:
     """task id -> (task name, its BDDL goal conditions as "Predicate arg ..." strings)."""
-    tasks = _suite(suite)
+    tasks = load_suite(suite)
     from libero.libero import get_libero_path
     from libero.libero.envs.bddl_utils import robosuite_parse_problem
 

@@ -296,9 +296,6 @@ def _cmd_convert_embeddings(args: argparse.Namespace) -> int:
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
-    import contextlib
-    import io
-
     from robofleet.envs.libero_suites import LIBERO_SUITES
     from robofleet.envs.robocasa_tasks import ROBOCASA_SUITES
     from robofleet.envs.robosuite_tasks import ROBOSUITE_SUITES
@@ -315,13 +312,9 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
         known = [f"{', '.join(LIBERO_SUITES)} (libero)", f"{', '.join(ROBOSUITE_SUITES)} (robosuite)",
                  f"{', '.join(ROBOCASA_SUITES)} (robocasa)"]
         raise SpecError("suite", f"unknown suite {args.suite!r}; allowed: {'; '.join(known)}")
-    from robofleet.envs.libero_setup import prepare_libero
+    from robofleet.envs.libero_tasks import load_suite
 
-    prepare_libero()
-    from libero.libero import benchmark
-
-    with contextlib.redirect_stdout(io.StringIO()):  # LIBERO prints "[info] using task orders ..."
-        suite = benchmark.get_benchmark_dict()[args.suite]()
+    suite = load_suite(args.suite)
     for i in range(suite.n_tasks):
         print(f"{i:3d}  {suite.get_task(i).language}")
     return 0

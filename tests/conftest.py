@@ -33,3 +33,15 @@ def small_spec(**overrides):
     }
     spec.update(overrides)
     return spec
+
+
+def served(ray, spec):
+    """`robofleet serve`'s server for `spec` on a free loopback port (a generator for module fixtures):
+    yields the running server, then stops it and its replicas."""
+    from robofleet.platform.serve import ServeOptions, start_server
+
+    running = start_server(spec, ServeOptions(port=0))
+    yield running
+    running.stop()
+    for replica in running.server.replicas:
+        ray.kill(replica)

@@ -14,7 +14,7 @@ from robofleet.platform.runner import run
 from robofleet.platform.serve import PolicyServer, RunningServer, ServeOptions, start_server
 from robofleet.platform.spec import spec_from_dict
 from robofleet.policies.remote import LiberoHttpAct, LiberoOpenpi, RemotePolicyError, make_remote
-from tests.conftest import small_spec
+from tests.conftest import served, small_spec
 
 IDENTITY = ("episode_id", "success", "steps", "queries", "final_state", "error")
 ENV = {**small_spec()["env"], "render_cameras": True, "trials": 2, "max_steps": 8}
@@ -39,11 +39,7 @@ def server(ray_cluster):
     spec = spec_from_dict(small_spec(env=ENV, protocol="robofleet",
                                      serving={"replicas": 1, "max_batch": 1, "deterministic": True,
                                               "cpus_per_replica": 0.5}))
-    running = start_server(spec, ServeOptions(port=0))
-    yield running
-    running.stop()
-    for replica in running.server.replicas:
-        ray_cluster.kill(replica)
+    yield from served(ray_cluster, spec)
 
 
 def test_the_openpi_adapter_sends_openpis_libero_keys_and_the_server_reads_them_back():

@@ -16,7 +16,7 @@ from robofleet.platform.serve import PolicyServer, RunningServer, ServeOptions, 
 from robofleet.platform.spec import spec_from_dict
 from robofleet.policies.remote.wire import dumps_json, pack_msgpack
 from robofleet.policies.simple import RandomPolicy
-from tests.conftest import small_spec
+from tests.conftest import served, small_spec
 
 websockets_sync = pytest.importorskip("websockets.sync.client")
 SEED = 7  # small_spec's seed: requests without one use it
@@ -46,11 +46,7 @@ def server(ray_cluster):
     spec = spec_from_dict(small_spec(env={**small_spec()["env"], "render_cameras": True},
                                      serving={"replicas": 1, "max_batch": 8, "max_wait_ms": 5.0,
                                               "cpus_per_replica": 0.5}))
-    running = start_server(spec, ServeOptions(port=0))
-    yield running
-    running.stop()
-    for replica in running.server.replicas:
-        ray_cluster.kill(replica)
+    yield from served(ray_cluster, spec)
 
 
 @pytest.fixture(scope="module")
