@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_a_wheel_install_runs_from_another_directory(tmp_path):
     target = tmp_path / "site"
+    source = tmp_path / "src"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "runs", "build", ".devpack",
+                                                                ".simpack", ".extra", ".stage", ".gl", "*.egg-info"))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO)], check=True, timeout=600, cwd=tmp_path)
+                    "--target", str(target), str(source)], check=True, timeout=600, cwd=tmp_path)
     installed = target / "robofleet"
     assert (installed / "envs" / "libero_assets_manifest.tsv").is_file()  # package data travels
     assert not (installed / "platform" / "__init__.py").exists()

@@ -52,9 +52,9 @@ from robofleet.policies.prediction import CosmosPrediction  # torch-free: env wo
 
 T = TypeVar("T")
 
-_IMAGE_THREADS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="cosmos-images")
-"""Raw camera images are JPEG-round-tripped and resized per query on these threads (PIL releases the
-GIL); observations a client prepared already (`request_preparer`) skip this."""
+IMAGE_THREADS = min(8, os.cpu_count() or 1)  # per policy: raw camera images are JPEG-round-tripped and
+# resized per query on these threads (PIL releases the GIL); observations a client prepared already
+# (`request_preparer`) skip this.
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,7 @@ class CosmosPolicy:
         self._future_slots = [i for i, slot in enumerate(layout.slots) if slot.future]
         self._placeholder_slots = [i for i, slot in enumerate(layout.slots) if slot.kind is not SlotKind.IMAGE]
         self._constant_prefix = min(i for i, slot in enumerate(layout.slots) if slot.kind is SlotKind.IMAGE)
+        self._image_threads = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="cosmos-images")
         self.request_preparer = CameraPreparer(
             cameras=tuple((role, self.camera_keys[role]) for role in layout.cameras),
             size=settings.image_size,
@@ -427,7 +428,7 @@ class CosmosPolicy:
             rows = [first.setdefault(id(obs), len(first)) for obs in observations]
             distinct = list({id(obs): obs for obs in observations}.values())  # in order of first appearance
         with timer.phase("preprocess"):
-            current = list(_IMAGE_THREADS.map(self._current_images, distinct))
+            current = list(self._image_threads.map(self._current_images, distinct))
             later = [None if images is None else self._camera_images(images)
                      for images in (future_images or [None] * len(distinct))]
             frames = slot_frames(self.layout, current, later, self.settings.image_size, count=needed)
