@@ -190,3 +190,17 @@ def test_a_run_directory_from_before_protocols_resumes_only_under_its_own_protoc
     rows = store.rows()
     assert [r["episode_id"][-14:] for r in rows] == ["trial000/seed7", "trial001/seed7"]
     assert rows[0]["protocol"] == "" and rows[1]["protocol"] == "robofleet" and rows[1]["success"] == "0"
+
+
+def test_compare_refuses_runs_of_different_protocols(tmp_path):
+    from robofleet.platform.compare import CompareError, compare_runs
+    from robofleet.platform.results import RunStore
+
+    for name, protocol in (("ref", "reference"), ("own", "robofleet")):
+        spec = spec_from_dict(small_spec(protocol=protocol))
+        [episode, *_] = expand_episodes(spec)
+        row = {**episode.to_dict(), "task": "t", "success": 1, "steps": 3, "queries": 1, "error": "", "attempts": 1,
+               **{k: 0.1 for k in ("wall_s", "reset_s", "policy_s", "queue_s", "model_s", "env_s", "remote_s")}}
+        RunStore(tmp_path / name, spec).append(row)
+    with pytest.raises(CompareError, match="protocol 'reference'.*protocol 'robofleet'.*do not pair"):
+        compare_runs(tmp_path / "ref", tmp_path / "own")
