@@ -69,7 +69,11 @@ class RunStore:
     def _check_recorded_protocol(self, spec: RunSpec) -> None:
         """Rows recorded before protocols existed ran robofleet's own (scenes and noise per episode): a
         reference-protocol spec must not resume into them."""
-        recorded = {row.get("protocol") or "robofleet" for row in self.rows()}
+        rows = self.rows()
+        if rows and "protocol" not in rows[0]:  # an episodes.csv from before the column existed
+            recorded = {"robofleet"}
+        else:
+            recorded = {row["protocol"] for row in rows if row.get("protocol")}
         if recorded and recorded != {spec.protocol}:
             raise RunDirError(
                 f"--out {self.root} holds episodes of protocol {', '.join(sorted(recorded))} and the spec asks for "
