@@ -142,6 +142,8 @@ class RunSpec:
         data.pop("run")
         data.pop("name")
         data["env"].pop("render_steps")  # which steps' images are rendered changes no episode (camera_gate.py)
+        if data["protocol"] == "robofleet":  # what every run before the key existed ran: their hashes stay
+            del data["protocol"]
         serving = data.pop("serving")
         if serving["deterministic"]:  # then batching and placement cannot change results
             data["serving"] = {"deterministic": True, "max_batch": serving["max_batch"]}

@@ -31,7 +31,7 @@ def test_subpackages_import_under_one_name():
 
 PROBE = """
 import json, ray
-ray.init(num_cpus=1, include_dashboard=False,
+ray.init(address="local", num_cpus=1, include_dashboard=False,
          runtime_env={"working_dir": %r, "excludes": [".venv*", ".git", ".stage", ".devpack", ".simpack", "runs", "*.mp4"]})
 
 @ray.remote

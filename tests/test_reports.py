@@ -246,10 +246,10 @@ def test_without_recorded_invocations_the_times_come_from_the_episodes(tmp_path)
 def test_rows_appended_under_an_older_episodes_csv_header_still_report(tmp_path):
     from robofleet.platform.results import EPISODE_COLUMNS
 
-    assert EPISODE_COLUMNS[-2:] == ("started_at", "ended_at")
+    assert EPISODE_COLUMNS[-3:] == ("started_at", "ended_at", "remote_s")
     run = make_run_dir(tmp_path / "run", outcomes([0], 2, lambda t, i: 1))
     lines = (run / "episodes.csv").read_text().splitlines()
-    old_header = ",".join(EPISODE_COLUMNS[:-2])  # a directory recorded before the columns existed
+    old_header = ",".join(EPISODE_COLUMNS[:-3])  # a directory recorded before the columns existed
     (run / "episodes.csv").write_text("\n".join([old_header, *lines[1:]]) + "\n")
     summary = write_run_report(run)
     assert summary["overall"]["episodes"] == 2 and summary["overall"]["successes"] == 2

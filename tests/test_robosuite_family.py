@@ -56,9 +56,10 @@ def test_cameras_are_checked_against_the_tasks():
 
 
 def test_a_libero_spec_keeps_its_hash_now_that_env_has_cameras():
-    spec = spec_from_dict(small_spec())
+    spec = spec_from_dict(small_spec(protocol="robofleet"))  # what specs meant before `protocol` existed
     assert "cameras" not in spec.to_dict()["env"]
-    assert spec.identity_hash() == "63e073ae66d2d38a"  # the hash of this spec before the key existed
+    assert spec.identity_hash() == "63e073ae66d2d38a"  # the hash of this spec before either key existed
+    assert spec_from_dict(small_spec()).identity_hash() != spec.identity_hash()  # the reference protocol
 
 
 def test_a_missing_environment_names_the_fix(monkeypatch, tmp_path):

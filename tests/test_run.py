@@ -93,9 +93,12 @@ def test_videos_show_predicted_future_beside_the_real_frames(ray_cluster, tmp_pa
     env = {**small_spec()["env"], "render_cameras": True, "image_size": 64, "trials": 1, "max_steps": 4}
     policy = {"name": "cosmos", "config": "tiny", "device": "cpu", "return_future_images": True}
     run(spec_from_dict(small_spec(env=env, policy=policy)), tmp_path, videos=1, progress=False)
+    from robofleet.platform.rollout_video import END_CARD_FRAMES
+
     frames = imageio.mimread(tmp_path / "videos" / "libero_object_task00_trial000.mp4")
-    assert len(frames) == 5  # the settled start + 4 steps
-    assert frames[0].shape == (64 + 4, 64 * 2 * 2, 3)  # colour bar; 2 real cameras | 2 predicted
+    assert len(frames) == 5 + END_CARD_FRAMES  # the settled start + 4 steps, then the outcome's card
+    assert frames[0].shape[1] == 64 * 2 * 2  # 2 real cameras | 2 predicted, side by side
+    assert frames[0].shape[0] >= 64 + 4  # colour bar (and the caption band)
 
 
 def test_more_workers_than_the_cluster_holds_runs_on_those_that_fit(ray_cluster, tmp_path, caplog):

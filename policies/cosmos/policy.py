@@ -420,13 +420,10 @@ class CosmosPolicy:
         batch = len(observations)
         futures_given = any(images is not None for images in future_images or [])
         needed = self._frames_to_encode(mode, futures_given)
-        # The same observation object repeated (a planner's N proposals) is prepared and encoded once,
-        # unless pad_to asks for fixed-size (batch-invariant) VAE batches.
+        # Every row is encoded, repeats included: encoding a repeated observation once would change the VAE's
+        # batch size with the batch's composition (replicas pad with copies of the first request), and a
+        # request's numbers must not depend on its batch-mates.
         distinct, rows = list(observations), list(range(batch))
-        if not futures_given and not self.settings.pad_to:
-            first: dict[int, int] = {}  # id(observation) -> its row among the distinct ones
-            rows = [first.setdefault(id(obs), len(first)) for obs in observations]
-            distinct = list({id(obs): obs for obs in observations}.values())  # in order of first appearance
         with timer.phase("preprocess"):
             current = list(self._image_threads.map(self._current_images, distinct))
             later = [None if images is None else self._camera_images(images)
