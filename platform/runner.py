@@ -173,7 +173,7 @@ class _WorkerPool:
         except Exception:  # noqa: BLE001 - it is already dead
             pass
         self.workers[index] = None
-        if ray.available_resources().get("CPU", 0.0) < self.spec.run.cpus_per_worker:
+        if not self._room():
             log.warning("no room for a new env worker in slot %d (the cluster shrank): continuing with fewer", index)
             return False
         return self._start(index)
@@ -190,6 +190,10 @@ class _WorkerPool:
         self.workers[index] = worker
         return True
 
+    def _room(self) -> bool:
+        """The cluster has a worker's CPUs free now."""
+        return ray.available_resources().get("CPU", 0.0) >= self.spec.run.cpus_per_worker
+
     def empty_slots(self) -> list[int]:
         return [i for i, w in enumerate(self.workers) if w is None]
 
@@ -197,9 +201,7 @@ class _WorkerPool:
         """Fill empty slots while the cluster has a worker's CPUs free (a node joined); the new slots."""
         started = []
         for index in self.empty_slots():
-            free = ray.available_resources().get("CPU", 0.0)
-            log.debug("empty env worker slot %d; %.1f CPUs free of %s", index, free, ray.cluster_resources().get("CPU"))
-            if free < self.spec.run.cpus_per_worker:
+            if not self._room():
                 break
             if self._start(index):
                 started.append(index)

@@ -35,10 +35,6 @@ def rows(out: Path) -> list[dict]:
 
 
 def main(root: Path) -> None:
-    import logging
-
-    logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("robofleet.platform.runner").setLevel(logging.DEBUG)
     # node deaths detected within ~2 s (Ray's default health checks take ~30 s)
     fast_health = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
                    "health_check_failure_threshold": 3}
