@@ -1,0 +1,162 @@
+"""Deterministic serving: is a request's result independent of its batch-mates, and what does it cost?
+
+A replica's model thread sees batches of 1..max_batch requests. This replays a batch-size trace (by
+default the replica histogram of a 300-episode libero_10 run, `--trace`) through CosmosPolicy.predict
+on prepared observations (as replica clients send them) under these variants, side by side in one
+process on one network:
+
+    free       every batch at its own size (`[serving] deterministic = false`)
+    fixed_M    every network call (VAE encode and DiT) on exactly M rows: a batch of n runs as
+               ceil(n / M) calls, the last one padded with copies (the policy's `pad_to` = M).
+               fixed_<max_batch> is the old deterministic mode (every batch padded to max_batch).
+
+Per variant: requests (action chunks) per second over the trace, model seconds per batch, and the
+ratio to `free` measured in the same run. Invariance: --check requests (distinct observations and
+seeds) are run in two different random batchings (shuffled, batch sizes drawn from the trace) and
+each request's action chunk is compared bitwise between the two; the count of requests that differ and
+the largest difference are reported. Random weights (speed and batch invariance do not depend on them).
+
+Examples:
+    python benchmarks/deterministic_serving.py --config 2b --device cuda --compile blocks --out det.json
+    python benchmarks/deterministic_serving.py --config tiny --device cpu --batches 4 --check 8 \
+        --fixed 1,2 --out /tmp/det.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from robofleet.envs.contract import Observation
+from robofleet.policies.registry import make_policy
+
+# Batch sizes the replica cut in a 300-episode libero_10 run (max_batch 16, 28 env workers, one H100,
+# benchmarks/results/e2e_serving_h100_s5_bf16_blocks_observed_300.json): mean 11.9 requests.
+DEFAULT_TRACE = {1: 7, 2: 4, 3: 4, 4: 1, 5: 4, 6: 4, 7: 5, 8: 4, 9: 14, 10: 9, 11: 19, 12: 53, 13: 34, 14: 21,
+                 15: 27, 16: 41}
+
+
+def observation(seed: int) -> Observation:
+    """A LIBERO-shaped observation: two 256x256 camera images, 9-dim proprio, an instruction."""
+    rng = np.random.default_rng(seed)
+    images = {k: rng.integers(0, 255, (256, 256, 3), dtype=np.uint8) for k in ("agentview", "robot0_eye_in_hand")}
+    return Observation(images=images, proprio=rng.normal(size=9).astype(np.float32),
+                       instruction="put both the alphabet soup and the tomato sauce in the basket")
+
+
+def synchronize() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def batch_sizes(trace: dict[int, int], count: int, rng: np.random.Generator) -> list[int]:
+    """`count` batch sizes drawn from the trace's histogram."""
+    sizes = np.array(sorted(trace), dtype=int)
+    weights = np.array([trace[s] for s in sizes], dtype=float)
+    return [int(s) for s in rng.choice(sizes, size=count, p=weights / weights.sum())]
+
+
+def throughput(policy: Any, prepared: list[Observation], sizes: list[int]) -> dict[str, float]:
+    """Run one batch per size (requests cycling through `prepared`); requests/s and seconds per batch."""
+    model_s = []
+    served = 0
+    for index, size in enumerate(sizes):
+        batch = [prepared[(served + i) % len(prepared)] for i in range(size)]
+        seeds = [10_000 + served + i for i in range(size)]
+        began = time.perf_counter()
+        policy.predict(batch, seeds)
+        synchronize()
+        model_s.append(time.perf_counter() - began)
+        served += size
+    total = float(np.sum(model_s))
+    return {"requests": served, "batches": len(sizes), "seconds": total, "requests_per_s": served / total,
+            "model_s_per_batch_mean": total / len(sizes)}
+
+
+def one_batching(policy: Any, prepared: list[Observation], seeds: list[int], sizes: list[int],
+                 order: np.ndarray) -> dict[int, np.ndarray]:
+    """Every request once, in `order`, cut into batches of `sizes` (cycled); request index -> actions."""
+    actions: dict[int, np.ndarray] = {}
+    start = 0
+    turn = 0
+    while start < len(order):
+        size = sizes[turn % len(sizes)]
+        chosen = [int(i) for i in order[start:start + size]]
+        for i, prediction in zip(chosen, policy.predict([prepared[i] for i in chosen], [seeds[i] for i in chosen])):
+            actions[i] = np.asarray(prediction.actions)
+        start += size
+        turn += 1
+    return actions
+
+
+def invariance(policy: Any, prepared: list[Observation], trace: dict[int, int], rng: np.random.Generator) -> dict[str, Any]:
+    """The requests in two random batchings: how many action chunks differ, and by how much at most."""
+    seeds = [20_000 + i for i in range(len(prepared))]
+    first = one_batching(policy, prepared, seeds, batch_sizes(trace, len(prepared), rng), rng.permutation(len(prepared)))
+    second = one_batching(policy, prepared, seeds, batch_sizes(trace, len(prepared), rng), rng.permutation(len(prepared)))
+    differ = [i for i in first if not np.array_equal(first[i], second[i])]
+    largest = max((float(np.max(np.abs(first[i] - second[i]))) for i in differ), default=0.0)
+    return {"requests": len(prepared), "differing": len(differ), "max_abs_diff": largest}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="2b", choices=("2b", "tiny"))
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--compile", default=None, help='cosmos `compile` option (default: the policy\'s "auto")')
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--fixed", default="1,2,4,8,16", help="row counts M of the fixed_M variants")
+    parser.add_argument("--batches", type=int, default=30, help="batches of the throughput trace per variant")
+    parser.add_argument("--check", type=int, default=96, help="requests of the invariance check per variant")
+    parser.add_argument("--trace", default=None, help="JSON {batch size: count} (default: a 300-episode libero_10 run)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    trace = {int(k): int(v) for k, v in json.loads(args.trace).items()} if args.trace else DEFAULT_TRACE
+    trace = {k: v for k, v in trace.items() if k <= args.max_batch}
+    options: dict[str, Any] = {"config": args.config, "checkpoint": "random", "device": args.device}
+    if args.compile:
+        options["compile"] = args.compile
+    began = time.perf_counter()
+    base = make_policy("cosmos", options, "libero")
+    build_s = time.perf_counter() - began
+    prepared = [base.request_preparer(observation(i)) for i in range(max(args.check, args.max_batch))]
+    rng = np.random.default_rng(0)
+    sizes = batch_sizes(trace, args.batches, rng)
+    variants: list[tuple[str, int]] = [(f"fixed_{m}", m) for m in (int(x) for x in args.fixed.split(","))]
+    variants.insert(0, ("free", 0))
+    rows = []
+    for name, rows_per_call in variants:
+        policy = base.with_settings(pad_to=rows_per_call)
+        warm = policy.warm_up([rows_per_call] if rows_per_call else list(range(1, args.max_batch + 1)))
+        policy.predict(prepared[:3], [1, 2, 3])  # one untimed batch at a size the trace uses
+        row = {"variant": name, "rows_per_call": rows_per_call, "warm_up_s": warm,
+               **throughput(policy, prepared, sizes),
+               "invariance": invariance(policy, prepared[:args.check], trace, rng)}
+        rows.append(row)
+        print(f"{name:9s} {row['requests_per_s']:7.2f} req/s  {row['model_s_per_batch_mean']:.3f} s/batch  "
+              f"invariance: {row['invariance']['differing']}/{row['invariance']['requests']} differ "
+              f"(max {row['invariance']['max_abs_diff']:.2e})", flush=True)
+    free = rows[0]["requests_per_s"]
+    for row in rows:
+        row["throughput_vs_free"] = row["requests_per_s"] / free
+    import torch
+
+    results = {"args": vars(args), "device": str(base.network.device),
+               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+               "torch": torch.__version__, "build_s": build_s,
+               "trace_mean_batch": float(np.mean(sizes)), "rows": rows}
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    for row in rows:
+        print(f"{row['variant']:9s} x{row['throughput_vs_free']:.3f} of free", flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
