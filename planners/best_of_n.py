@@ -113,7 +113,7 @@ class BestOfN:
             "proposal_retries": proposal_retries,
             **scored.extras,
         }
-        return Decision(prediction=prediction, stats=stats)
+        return Decision(prediction=prediction, stats=stats, proposals=tuple(proposals))
 
     def _propose(self, obs: Observation, seeds: list[int]) -> list[Prediction]:
         proposals = list(self.policy.predict([obs] * self.n, seeds))

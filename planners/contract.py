@@ -16,10 +16,13 @@ class PlanningError(RobofleetError):
 
 @dataclass(frozen=True)
 class Decision:
-    """prediction: what to execute. stats: JSON-able plan facts (N, scores, chosen index, latency s)."""
+    """prediction: what to execute. stats: JSON-able plan facts (N, scores, chosen index, latency s).
+    proposals: every proposal considered, in order (best_of_n; empty otherwise), for callers that
+    report them (`robofleet serve`'s return_all_query_results); the episode loop ignores them."""
 
     prediction: Prediction
     stats: Mapping[str, Any] = field(default_factory=dict)
+    proposals: tuple[Prediction, ...] = ()
 
 
 class Planner(Protocol):

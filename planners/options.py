@@ -33,9 +33,12 @@
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
+from robofleet.platform.config_fields import (
+    INTEGER_IN_RANGE, boolean, check_keys, choice, from_table, int_list, integer, mapping, number, setting,
+)
 from robofleet.platform.errors import SpecError
 
 SCORERS = ("model", "oracle")
@@ -53,17 +56,38 @@ MAX_PROPOSALS = 1024
 MAX_STEPS = 10_000  # more simulated steps than any suite's episode: a typo, not a plan
 
 
+def _policy_table(value: Any, key: str) -> dict[str, Any]:
+    """A `{ name = "<policy>", <its options> }` table ({} = the acting policy); the name must be a policy's."""
+    from robofleet.policies.registry import available_policies
+
+    table = mapping(value, key, message='must be a table {{ name = "<policy>", <its options> }}, got {value!r}')
+    if table:
+        choice(table.get("name"), f"{key}.name", available_policies(),
+               message="unknown policy {value!r}; allowed: {allowed}")
+    return table
+
+
+def _steps(default: tuple[int, ...]) -> Any:
+    """A field of denoising step counts, one ensemble member each."""
+    return setting(default, int_list, minimum=1, maximum=MAX_DENOISING_STEPS,
+                   message=f"must be a non-empty list of denoising step counts in [1, {MAX_DENOISING_STEPS}], one "
+                           f"ensemble member each (e.g. {list(default)}), got {{value!r}}")
+
+
 @dataclass(frozen=True)
 class ModelScorerOptions:
     """Scoring with a world model and a value function (REFERENCE.md §3)."""
 
-    ranking: str = "ensemble"  # "ensemble" (world-model x value passes) | "policy_value" (V of the proposal's own pass)
-    aggregation: str = "average"  # how the futures x values ensemble becomes one score
-    future_steps: tuple[int, ...] = (1, 3, 5)  # one imagined future per entry (denoising steps of that pass)
-    value_steps: tuple[int, ...] = (1, 2, 3, 4, 5)  # one value per future per entry (denoising steps)
-    success_threshold: float = SUCCESS_THRESHOLD  # success_vote: values above it vote for success
-    mask_current_state_action: bool = False  # value passes generate s and a instead of seeing them (V(s'))
-    planning_policy: Mapping[str, Any] = field(default_factory=dict)  # {name, ...options}; {} = the acting policy
+    # "ensemble" (world-model x value passes) | "policy_value" (V of the proposal's own pass)
+    ranking: str = setting("ensemble", choice, allowed=RANKINGS)
+    aggregation: str = setting("average", choice, allowed=AGGREGATIONS)  # how the futures x values ensemble becomes one score
+    future_steps: tuple[int, ...] = _steps((1, 3, 5))  # one imagined future per entry (denoising steps of that pass)
+    value_steps: tuple[int, ...] = _steps((1, 2, 3, 4, 5))  # one value per future per entry (denoising steps)
+    success_threshold: float = setting(  # success_vote: values above it vote for success
+        SUCCESS_THRESHOLD, number, above=0.0, below=1.0,
+        message=f"must be a number in (0, 1) (the reference's: {SUCCESS_THRESHOLD}), got {{value!r}}")
+    mask_current_state_action: bool = setting(False, boolean)  # value passes generate s and a instead of seeing them (V(s'))
+    planning_policy: Mapping[str, Any] = setting({}, _policy_table)  # {name, ...options}; {} = the acting policy
 
     def to_flat(self) -> dict[str, Any]:
         """The TOML-able form (tuples as lists)."""
@@ -74,19 +98,23 @@ class ModelScorerOptions:
 class OracleScorerOptions:
     """Scoring in the simulator itself (planners/oracle.py)."""
 
-    execute_steps: int = 0  # leading actions of each proposal's chunk simulated; 0 = the whole chunk
-    extend_steps: int = 0  # closed-loop steps of the acting policy appended to each proposal
-    lookahead: int = 0  # steps the reference policy plays after the proposal, looking for success
-    reference_policy: Mapping[str, Any] = field(default_factory=dict)  # {name, ...options}; {} = the acting policy
-    prune: bool = False  # stop a proposal once it cannot beat the best so far: same choice, fewer steps
+    # leading actions of each proposal's chunk simulated; 0 = the whole chunk
+    execute_steps: int = setting(0, integer, minimum=0, maximum=MAX_STEPS, message=INTEGER_IN_RANGE)
+    # closed-loop steps of the acting policy appended to each proposal
+    extend_steps: int = setting(0, integer, minimum=0, maximum=MAX_STEPS, message=INTEGER_IN_RANGE)
+    # steps the reference policy plays after the proposal, looking for success
+    lookahead: int = setting(0, integer, minimum=0, maximum=MAX_STEPS, message=INTEGER_IN_RANGE)
+    reference_policy: Mapping[str, Any] = setting({}, _policy_table)  # {name, ...options}; {} = the acting policy
+    prune: bool = setting(False, boolean)  # stop a proposal once it cannot beat the best so far: same choice, fewer steps
 
 
 @dataclass(frozen=True)
 class BestOfNOptions:
-    n: int = 4  # proposals per query
-    scorer: str = "model"  # "model" | "oracle"
-    search_depth: int = 1  # model scorer: chunks imagined ahead; the oracle takes 1 only
-    keep_base: bool = False  # proposal 0 = direct's chunk (seed = the query seed), kept unless strictly beaten
+    n: int = setting(4, integer, minimum=1, maximum=MAX_PROPOSALS, message=INTEGER_IN_RANGE)  # proposals per query
+    scorer: str = setting("model", choice, allowed=SCORERS)  # "model" | "oracle"
+    # model scorer: chunks imagined ahead; the oracle takes 1 only
+    search_depth: int = setting(1, integer, minimum=1, maximum=16, message=INTEGER_IN_RANGE)
+    keep_base: bool = setting(False, boolean)  # proposal 0 = direct's chunk (seed = the query seed), kept unless strictly beaten
     model: ModelScorerOptions | None = None  # set when scorer == "model"
     oracle: OracleScorerOptions | None = None  # set when scorer == "oracle"
 
@@ -112,100 +140,45 @@ def validate(options: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- parsing ------------------------------------------------------------------------------------------
-def _int(options: Mapping[str, Any], key: str, default: int, minimum: int, maximum: int) -> int:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-        raise SpecError(f"planner.{key}", f"must be an integer in [{minimum}, {maximum}], got {value!r}")
-    return value
-
-
-def _bool(options: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = options.get(key, default)
-    if not isinstance(value, bool):
-        raise SpecError(f"planner.{key}", f"must be true or false, got {value!r}")
-    return value
-
-
-def _steps_list(options: Mapping[str, Any], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    value = options.get(key, list(default))
-    ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DENOISING_STEPS for v in value)
-    if not ok:
-        raise SpecError(f"planner.{key}", f"must be a non-empty list of denoising step counts in "
-                        f"[1, {MAX_DENOISING_STEPS}], one ensemble member each (e.g. {list(default)}), got {value!r}")
-    return tuple(value)
-
-
-def _policy_table(options: Mapping[str, Any], key: str) -> dict[str, Any]:
-    from robofleet.policies.registry import available_policies
-
-    value = options.get(key, {})
-    if not isinstance(value, Mapping):
-        raise SpecError(f"planner.{key}", f"must be a table {{ name = \"<policy>\", <its options> }}, got {value!r}")
-    if not value:
-        return {}
-    name = value.get("name")
-    allowed = available_policies()
-    if name not in allowed:
-        raise SpecError(f"planner.{key}.name", f"unknown policy {name!r}; allowed: {', '.join(allowed)}")
-    return dict(value)
-
-
 def _parse(options: Mapping[str, Any]) -> BestOfNOptions:
-    scorer = options.get("scorer", "model")
-    if scorer not in SCORERS:
-        raise SpecError("planner.scorer", f"unknown value {scorer!r}; allowed: {', '.join(SCORERS)}")
+    scorer = choice(options.get("scorer", "model"), "planner.scorer", SCORERS)
+    own = _check_scorer_keys(options, scorer)
+    common = from_table(BestOfNOptions, {k: v for k, v in options.items() if k in COMMON_KEYS}, "planner.")
+    scored = {k: v for k, v in options.items() if k in own}
+    if scorer == "model":
+        return replace(common, model=_model_options(scored, common.search_depth))
+    return replace(common, oracle=_oracle_options(scored, common.search_depth))
+
+
+def _check_scorer_keys(options: Mapping[str, Any], scorer: str) -> tuple[str, ...]:
+    """The scorer's own keys; SpecError for a key of the other scorer or of neither."""
     own, other = (MODEL_KEYS, ORACLE_KEYS) if scorer == "model" else (ORACLE_KEYS, MODEL_KEYS)
     for key in options:
         if key in other:
             raise SpecError(f"planner.{key}", f"applies to scorer {'oracle' if scorer == 'model' else 'model'!r} only; "
                             f"scorer {scorer!r} takes: {', '.join(COMMON_KEYS + own)}")
-        if key not in COMMON_KEYS + own:
-            raise SpecError(f"planner.{key}", f"unknown key; planner 'best_of_n' with scorer {scorer!r} takes: "
-                            f"{', '.join(COMMON_KEYS + own)}")
-    keep_base = _bool(options, "keep_base", False)
-    n = _int(options, "n", 4, 1, MAX_PROPOSALS)
-    depth = _int(options, "search_depth", 1, 1, 16)
-    model = oracle = None
-    if scorer == "model":
-        ranking = options.get("ranking", "ensemble")
-        if ranking not in RANKINGS:
-            raise SpecError("planner.ranking", f"unknown value {ranking!r}; allowed: {', '.join(RANKINGS)}")
-        if ranking == "policy_value":
-            defaults = ModelScorerOptions().to_flat()
-            for key in ENSEMBLE_KEYS:  # a normalized spec holds the defaults: only other values are refused
-                if key in options and options[key] != defaults[key]:
-                    raise SpecError(f"planner.{key}", "applies to ranking 'ensemble' only: ranking 'policy_value' "
-                                    "scores each proposal by the value of its own policy pass, with no other pass")
-            if depth != 1:
-                raise SpecError("planner.search_depth", f"must be 1 with ranking 'policy_value', got {depth}: "
-                                "looking ahead needs world-model passes (ranking 'ensemble')")
-        aggregation = options.get("aggregation", "average")
-        if aggregation not in AGGREGATIONS:
-            raise SpecError("planner.aggregation", f"unknown value {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
-        threshold = options.get("success_threshold", SUCCESS_THRESHOLD)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 < threshold < 1.0:
-            raise SpecError("planner.success_threshold", f"must be a number in (0, 1) (the reference's: "
-                            f"{SUCCESS_THRESHOLD}), got {threshold!r}")
-        model = ModelScorerOptions(
-            ranking=ranking,
-            aggregation=aggregation,
-            future_steps=_steps_list(options, "future_steps", (1, 3, 5)),
-            value_steps=_steps_list(options, "value_steps", (1, 2, 3, 4, 5)),
-            success_threshold=float(threshold),
-            mask_current_state_action=_bool(options, "mask_current_state_action", False),
-            planning_policy=_policy_table(options, "planning_policy"),
-        )
-    else:
+        check_keys((key,), COMMON_KEYS + own, "planner.",
+                   f"unknown key; planner 'best_of_n' with scorer {scorer!r} takes: {{allowed}}")
+    return own
+
+
+def _model_options(table: Mapping[str, Any], depth: int) -> ModelScorerOptions:
+    ranking = choice(table.get("ranking", "ensemble"), "planner.ranking", RANKINGS)
+    if ranking == "policy_value":
+        defaults = ModelScorerOptions().to_flat()
+        for key in ENSEMBLE_KEYS:  # a normalized spec holds the defaults: only other values are refused
+            if key in table and table[key] != defaults[key]:
+                raise SpecError(f"planner.{key}", "applies to ranking 'ensemble' only: ranking 'policy_value' "
+                                "scores each proposal by the value of its own policy pass, with no other pass")
         if depth != 1:
-            raise SpecError("planner.search_depth", f"must be 1 with scorer 'oracle', got {depth}: the simulator "
-                            "plays the future out itself (use planner.extend_steps / planner.lookahead); "
-                            "search depth > 1 is for scorer 'model'")
-        oracle = OracleScorerOptions(
-            execute_steps=_int(options, "execute_steps", 0, 0, MAX_STEPS),
-            extend_steps=_int(options, "extend_steps", 0, 0, MAX_STEPS),
-            lookahead=_int(options, "lookahead", 0, 0, MAX_STEPS),
-            reference_policy=_policy_table(options, "reference_policy"),
-            prune=_bool(options, "prune", False),
-        )
-    return BestOfNOptions(n=n, scorer=scorer, search_depth=depth, keep_base=keep_base, model=model, oracle=oracle)
+            raise SpecError("planner.search_depth", f"must be 1 with ranking 'policy_value', got {depth}: "
+                            "looking ahead needs world-model passes (ranking 'ensemble')")
+    return from_table(ModelScorerOptions, table, "planner.")
+
+
+def _oracle_options(table: Mapping[str, Any], depth: int) -> OracleScorerOptions:
+    if depth != 1:
+        raise SpecError("planner.search_depth", f"must be 1 with scorer 'oracle', got {depth}: the simulator "
+                        "plays the future out itself (use planner.extend_steps / planner.lookahead); "
+                        "search depth > 1 is for scorer 'model'")
+    return from_table(OracleScorerOptions, table, "planner.")

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 from robofleet.envs.contract import Env
 from robofleet.planners.contract import Planner
 from robofleet.planners.direct import Direct
+from robofleet.platform.config_fields import check_keys
 from robofleet.platform.errors import SpecError
 from robofleet.policies.contract import Policy
 
@@ -18,8 +19,7 @@ def validate_planner_options(name: str, options: Mapping[str, Any]) -> dict[str,
     Returns the normalized options with every default filled in (what the spec stores and hashes).
     """
     if name == "direct":
-        for key in options:
-            raise SpecError(f"planner.{key}", "unknown key; planner 'direct' takes no options")
+        check_keys(options, (), "planner.", "unknown key; planner 'direct' takes no options")
         return {}
     if name == "best_of_n":
         from robofleet.planners.options import validate
@@ -91,8 +91,7 @@ def _build_policy(key: str, table: Mapping[str, Any], env: Env) -> Policy:
     try:
         return make_policy(table["name"], options, env_family(env))
     except SpecError as exc:
-        inner = exc.key[len("policy."):] if exc.key.startswith("policy.") else exc.key
-        raise SpecError(f"planner.{key}.{inner}", str(exc).split(": ", 1)[-1]) from exc
+        raise SpecError(f"planner.{key}.{exc.key.removeprefix('policy.')}", exc.message) from exc
 
 
 def env_family(env: Env) -> str:

@@ -62,7 +62,7 @@ def _make_local_policy(spec: RunSpec):
     from robofleet.policies.registry import make_policy
 
     try:
-        return make_policy(spec.policy.name, spec.policy.options, spec.env.family)
+        policy = make_policy(spec.policy.name, spec.policy.options, spec.env.family)
     except ModuleNotFoundError as exc:
         from robofleet.envs.families import python_env
 
@@ -73,6 +73,9 @@ def _make_local_policy(spec: RunSpec):
             f"policy {spec.policy.name!r} imports {exc.name!r}, which the {env.name} Python environment of "
             f"env family {spec.env.family!r} ({env.venv()}) does not have: serve the policy from replicas in the "
             "driver's environment ([serving] replicas = 1 or more), or install it into that venv") from exc
+    if hasattr(policy, "warm_up"):  # compiled parts compile now, in the worker's start-up, not in episode 1
+        policy.warm_up()
+    return policy
 
 
 @ray.remote

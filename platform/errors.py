@@ -7,10 +7,15 @@ class RobofleetError(Exception):
 
 
 class SpecError(RobofleetError, ValueError):
-    """A spec (TOML) or option is invalid. The message names the key, the value and what is allowed."""
+    """A spec (TOML) or option is invalid. The message names the key, the value and what is allowed.
+
+    key: the dotted key ("env.trials"); message: what is wrong and the fix. Raised again under the key
+    the user wrote (a wrapper's options): `raise SpecError(outer_key, exc.message) from exc`.
+    """
 
     def __init__(self, key: str, message: str):
         self.key = key
+        self.message = message
         super().__init__(f"{key}: {message}")
 
 

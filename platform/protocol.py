@@ -12,7 +12,9 @@
 
 The reference's query seed is `cfg.seed + query_idx` where `query_idx` is the best-of-N proposal
 index: with one proposal (direct) every query uses `cfg.seed`.
-The robosuite-1.5 family has no reference evaluation: only "robofleet" applies there.
+The robosuite-1.5 family has no reference evaluation: only "robofleet" applies there. ALOHA is only
+served (`robofleet serve`, no simulator): under "reference" a served best-of-N seeds proposal i with
+the request's seed + i and counts steps as aloha/deploy.py does.
 Imports nothing of robofleet (the spec validator and the env workers both use it).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Sequence, TypeVar
 
 PROTOCOLS = ("reference", "robofleet")
 LIBERO_SCENE_SEED = 0  # libero_utils.get_libero_env: env.seed(0); run_libero_eval: set_seed_everywhere(0)
-_FAMILY_PROTOCOLS = {"libero": PROTOCOLS, "robocasa": PROTOCOLS, "robosuite": ("robofleet",)}
+_FAMILY_PROTOCOLS = {"libero": PROTOCOLS, "robocasa": PROTOCOLS, "robosuite": ("robofleet",), "aloha": PROTOCOLS}
 
 T = TypeVar("T")
 

@@ -170,41 +170,10 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
     """The combined summary document (shape in the module docstring)."""
     configs_of = _disambiguate(runs)
     unique, repeats = _deduplicate(runs, configs_of)
-    points, tasks, warnings = [], [], []
-    fingerprints: dict[str, Mapping[str, Any]] = {}
-    fp_by_point: dict[str, Mapping[str, Any]] = {}
-    failed = {run.name: run.error for run in runs if run.error}
-    for run in runs:
-        planned = len(run.spec.env.tasks) * run.spec.env.trials
-        status = _status(run, planned)
-        summary = run.summary or {}
-        fp = summary.get("fingerprint") or {}
-        if fp and len(run.frame):
-            fingerprints.setdefault(str(fp.get("id")), fp)
-            fp_by_point[run.name] = fp
-        overall = success_stats(run.frame)
-        points.append({
-            "name": run.name, "dir": run.dir, "config": configs_of[run.name], "seed": run.spec.seed,
-            "policy": run.spec.policy.name, "planner": run.spec.planner.name, "family": run.spec.env.family,
-            "suite": run.spec.env.suite,
-            "spec_hash": run.spec.identity_hash(), "status": status, "episodes_planned": planned,
-            "overall": overall, "suites": summary.get("suites", {}),
-            "fingerprint_id": fp.get("id"), "git_sha": fp.get("git_sha"),
-            # the env workers' own environments (a robosuite-1.5 family's differ from the driver's fingerprint)
-            "worker_packages": list(summary.get("worker_packages", [])),
-            "warnings": list(summary.get("warnings", [])),
-            "duplicate_episodes": sum(repeats.get(run.name, {}).values()),
-            "duplicate_of": list(repeats.get(run.name, {})),
-        })
-        for other, n in repeats.get(run.name, {}).items():
-            warnings.append(f"{run.name}: {n} of its {len(run.frame)} episodes repeat {other}'s (same configuration, "
-                            "seed and episodes: family, suite, task, trial, seed, protocol); counted once, from "
-                            f"{other}")
-        for t in summary.get("tasks", []):
-            tasks.append({"point": run.name, "config": configs_of[run.name], "seed": run.spec.seed, **t})
-        for w in summary.get("warnings", []):
-            if not w.startswith("incomplete"):  # the status column says it
-                warnings.append(f"{run.name}: {w}")
+    points = [_point(run, configs_of[run.name], repeats.get(run.name, {})) for run in runs]
+    tasks = [{"point": run.name, "config": configs_of[run.name], "seed": run.spec.seed, **t}
+             for run in runs for t in (run.summary or {}).get("tasks", [])]
+    warnings = [w for run in runs for w in _point_warnings(run, repeats.get(run.name, {}))]
 
     labels = list(dict.fromkeys(configs_of.values()))
     first_spec = {label: next(r.spec for r in runs if configs_of[r.name] == label) for label in labels}
@@ -212,46 +181,15 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
     configs = []
     for label in labels:
         members = [r for r in runs if configs_of[r.name] == label]
-        started = [r for r in members if len(r.frame)]
-        frame = pd.concat([unique[r.name] for r in started], ignore_index=True) if started else pd.DataFrame()
-        per_seed = []
-        for seed in dict.fromkeys(r.spec.seed for r in started):  # runs of one seed: one seed, duplicates once
-            of_seed = [r for r in started if r.spec.seed == seed]
-            rows = pd.concat([unique[r.name] for r in of_seed], ignore_index=True)
-            per_seed.append({"seed": seed, "point": of_seed[0].name, "points": [r.name for r in of_seed],
-                             "success_rate": success_stats(rows)["success_rate"], "episodes": len(rows)})
-        mean, std = mean_std(p["success_rate"] for p in per_seed)
-        config_tasks = []
-        if started:
-            for (suite, task_id), group in frame.groupby(["suite", "task_id"], sort=True):
-                rates = [success_stats(g)["success_rate"] for _, g in group.groupby("sweep_seed", sort=True)]
-                t_mean, t_std = mean_std(rates)
-                config_tasks.append({"suite": suite, "task_id": int(task_id), "task": group["task"].iloc[0],
-                                     "n_seeds": len(rates), "success_rate_mean": t_mean, "success_rate_std": t_std,
-                                     "pooled": success_stats(group)})
-        configs.append({
-            "config": label, "label": parameter_label(first_spec[label], parameters[label]) or label,
-            "parameters": parameters[label],
-            "points": [r.name for r in members], "seeds": sorted({r.spec.seed for r in started}),
-            "n_seeds": len(per_seed), "per_seed": per_seed, "success_rate_mean": mean, "success_rate_std": std,
-            "pooled": success_stats(frame) if started else success_stats(pd.DataFrame()), "tasks": config_tasks,
-        })
-        incomplete = [r.name for r in started if len(r.frame) < len(r.spec.env.tasks) * r.spec.env.trials]
-        if incomplete and len(per_seed) > 1:
-            warnings.append(f"{label}: the mean over seeds includes incomplete runs ({', '.join(incomplete)})")
+        configs.append(_config(label, members, unique, first_spec[label], parameters[label]))
+        warnings += _incomplete_mean_warning(label, members, configs[-1]["n_seeds"])
 
+    fingerprints, fp_by_point = _fingerprints(runs)
     diff = fingerprint_differences(fp_by_point)
-    if diff:
-        warnings.insert(0, "runs in this report were produced by different software/hardware: "
-                        + "; ".join(f"{field} " + ", ".join(sorted({str(v) for v in values.values()}))
-                                    for field, values in diff.items()))
-    warnings += _worker_package_warnings(points)
+    failed = {run.name: run.error for run in runs if run.error}
     counts = {s: sum(p["status"] == s for p in points) for s in STATUSES}
-    if counts["not started"] or counts["partial"]:
-        warnings.append(f"{counts['partial']} runs partial and {counts['not started']} not started "
-                        "(re-run the same command to resume)")
-    for run_name, error in failed.items():
-        warnings.append(f"{run_name} failed: {error.splitlines()[0] if error else ''}")
+    warnings = (_software_warning(diff) + warnings + _worker_package_warnings(points)
+                + _status_warnings(counts, failed))
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "sweep",
@@ -268,6 +206,119 @@ def combine_runs(name: str, runs: Sequence[LoadedRun], description: str = "") ->
         "failed_points": failed,
         "warnings": warnings,
     }
+
+
+def _planned(spec: RunSpec) -> int:
+    """Episodes a run's spec asks for."""
+    return len(spec.env.tasks) * spec.env.trials
+
+
+def _point(run: LoadedRun, config: str, repeats: Mapping[str, int]) -> dict[str, Any]:
+    """A run's entry of `points`. repeats: earlier run -> episodes of this run it already holds."""
+    planned = _planned(run.spec)
+    summary = run.summary or {}
+    fp = summary.get("fingerprint") or {}
+    return {
+        "name": run.name, "dir": run.dir, "config": config, "seed": run.spec.seed,
+        "policy": run.spec.policy.name, "planner": run.spec.planner.name, "family": run.spec.env.family,
+        "suite": run.spec.env.suite,
+        "spec_hash": run.spec.identity_hash(), "status": _status(run, planned), "episodes_planned": planned,
+        "overall": success_stats(run.frame), "suites": summary.get("suites", {}),
+        "fingerprint_id": fp.get("id"), "git_sha": fp.get("git_sha"),
+        # the env workers' own environments (a robosuite-1.5 family's differ from the driver's fingerprint)
+        "worker_packages": list(summary.get("worker_packages", [])),
+        "warnings": list(summary.get("warnings", [])),
+        "duplicate_episodes": sum(repeats.values()),
+        "duplicate_of": list(repeats),
+    }
+
+
+def _point_warnings(run: LoadedRun, repeats: Mapping[str, int]) -> list[str]:
+    """A run's repeated episodes, then its own summary's warnings, each prefixed with the run's name."""
+    warnings = [f"{run.name}: {n} of its {len(run.frame)} episodes repeat {other}'s (same configuration, "
+                "seed and episodes: family, suite, task, trial, seed, protocol); counted once, from "
+                f"{other}" for other, n in repeats.items()]
+    return warnings + [f"{run.name}: {w}" for w in (run.summary or {}).get("warnings", [])
+                       if not w.startswith("incomplete")]  # the status column says it
+
+
+def _config(label: str, members: Sequence[LoadedRun], unique: Mapping[str, pd.DataFrame], spec: RunSpec,
+            parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A configuration's entry of `configs`: its runs, per-seed rates and their mean, pooled and per-task
+    stats, over each run's deduplicated rows (`unique`)."""
+    started = [r for r in members if len(r.frame)]
+    frame = pd.concat([unique[r.name] for r in started], ignore_index=True) if started else pd.DataFrame()
+    per_seed = _per_seed(started, unique)
+    mean, std = mean_std(p["success_rate"] for p in per_seed)
+    return {
+        "config": label, "label": parameter_label(spec, parameters) or label,
+        "parameters": parameters,
+        "points": [r.name for r in members], "seeds": sorted({r.spec.seed for r in started}),
+        "n_seeds": len(per_seed), "per_seed": per_seed, "success_rate_mean": mean, "success_rate_std": std,
+        "pooled": success_stats(frame), "tasks": _config_tasks(frame) if started else [],
+    }
+
+
+def _per_seed(started: Sequence[LoadedRun], unique: Mapping[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """One entry per seed; the runs of one seed count as one, their duplicate episodes once."""
+    per_seed = []
+    for seed in dict.fromkeys(r.spec.seed for r in started):
+        of_seed = [r for r in started if r.spec.seed == seed]
+        rows = pd.concat([unique[r.name] for r in of_seed], ignore_index=True)
+        per_seed.append({"seed": seed, "point": of_seed[0].name, "points": [r.name for r in of_seed],
+                         "success_rate": success_stats(rows)["success_rate"], "episodes": len(rows)})
+    return per_seed
+
+
+def _config_tasks(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per task of a configuration's rows: the mean and std of its per-seed rates, and pooled stats."""
+    rows = []
+    for (suite, task_id), group in frame.groupby(["suite", "task_id"], sort=True):
+        rates = [success_stats(g)["success_rate"] for _, g in group.groupby("sweep_seed", sort=True)]
+        mean, std = mean_std(rates)
+        rows.append({"suite": suite, "task_id": int(task_id), "task": group["task"].iloc[0], "n_seeds": len(rates),
+                     "success_rate_mean": mean, "success_rate_std": std, "pooled": success_stats(group)})
+    return rows
+
+
+def _incomplete_mean_warning(label: str, members: Sequence[LoadedRun], n_seeds: int) -> list[str]:
+    """A warning when a mean over several seeds includes runs that did not finish."""
+    incomplete = [r.name for r in members if len(r.frame) and len(r.frame) < _planned(r.spec)]
+    if incomplete and n_seeds > 1:
+        return [f"{label}: the mean over seeds includes incomplete runs ({', '.join(incomplete)})"]
+    return []
+
+
+def _fingerprints(runs: Sequence[LoadedRun]) -> tuple[dict[str, Mapping[str, Any]], dict[str, Mapping[str, Any]]]:
+    """Distinct fingerprints by id, and run -> fingerprint, of the runs that recorded episodes."""
+    fingerprints: dict[str, Mapping[str, Any]] = {}
+    by_point: dict[str, Mapping[str, Any]] = {}
+    for run in runs:
+        fp = (run.summary or {}).get("fingerprint") or {}
+        if fp and len(run.frame):
+            fingerprints.setdefault(str(fp.get("id")), fp)
+            by_point[run.name] = fp
+    return fingerprints, by_point
+
+
+def _software_warning(diff: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The warning (first of all) when the runs' fingerprints differ: field and its values."""
+    if not diff:
+        return []
+    return ["runs in this report were produced by different software/hardware: "
+            + "; ".join(f"{field} " + ", ".join(sorted({str(v) for v in values.values()}))
+                        for field, values in diff.items())]
+
+
+def _status_warnings(counts: Mapping[str, int], failed: Mapping[str, str | None]) -> list[str]:
+    """How many runs are partial or not started, and each failed run's first error line."""
+    warnings = []
+    if counts["not started"] or counts["partial"]:
+        warnings.append(f"{counts['partial']} runs partial and {counts['not started']} not started "
+                        "(re-run the same command to resume)")
+    for run_name, error in failed.items():
+        warnings.append(f"{run_name} failed: {error.splitlines()[0] if error else ''}")
+    return warnings
 
 
 def _worker_package_warnings(points: Sequence[Mapping[str, Any]]) -> list[str]:

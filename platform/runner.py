@@ -19,6 +19,7 @@ from robofleet.platform.cluster import connect
 from robofleet.platform.episodes import EpisodeSpec, expand_episodes
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.platform.fingerprint import fingerprint
+from robofleet.platform.node_check import check_nodes
 from robofleet.platform.report_files import Invocation, write_run_report
 from robofleet.platform.episode_loop import utc_now
 from robofleet.platform.results import RunStore
@@ -61,7 +62,8 @@ def check_resources(spec: RunSpec, n_workers: int) -> int:
     s = spec.serving
     replica_gpus = s.replicas * (s.gpus_per_replica if s.gpus_per_replica is not None else (1.0 if gpus else 0.0))
     if replica_gpus > gpus:
-        raise SpecError("serving.replicas", f"{s.replicas} replicas need {replica_gpus:g} GPUs; the cluster has {gpus:g}")
+        raise SpecError("serving.replicas", f"{s.replicas} replicas need {replica_gpus:g} GPUs; the cluster has {gpus:g} "
+                        "(lower serving.replicas or serving.gpus_per_replica, 0 for CPU replicas, or add GPU nodes)")
     free = cpus - s.replicas * s.cpus_per_replica
     if free < spec.run.cpus_per_worker:
         raise SpecError(
@@ -112,7 +114,7 @@ def start_replicas(spec: RunSpec) -> list[Any]:
         PolicyReplica.options(num_gpus=gpus, num_cpus=serving.cpus_per_replica, max_restarts=2,
                               max_task_retries=2).remote(
             spec.policy.name, spec.policy.options, spec.env.family, max_batch=serving.max_batch,
-            max_wait_s=serving.max_wait_ms / 1000, pad_to=serving.max_batch if serving.deterministic else None,
+            max_wait_s=serving.max_wait_ms / 1000, fixed_batch=serving.fixed_batch if serving.deterministic else None,
             replica_index=i)
         for i in range(serving.replicas)
     ]
@@ -127,6 +129,62 @@ def start_replicas(spec: RunSpec) -> list[Any]:
         log.info("policy replica %d ready in %.1f s (CUDA_VISIBLE_DEVICES=%s)", f["replica"], f["load_s"],
                  f["cuda_visible_devices"])
     return replicas
+
+
+class _ReplicaWatch:
+    """Gives up a replica that Ray cannot bring back, so that clients fail over to the others.
+
+    A replica whose node died is restarted by Ray on another node with room; with no room (its GPU
+    node gone, the other GPUs taken) it stays RESTARTING, and the calls sent to it wait for ever:
+    ReplicaClient fails over only when a call fails. A replica that has not answered a ping for
+    `give_up_s` while another one answers is ended for good (`ray.kill(no_restart=True)`); its pending
+    and later calls then fail, and each client resends them to the next replica (same seeds: the same
+    results in deterministic mode). One replica alone is never given up (a node may join).
+    """
+
+    give_up_s = 120.0  # longer than a replica's restart (a process death: start + model load on the same node)
+    every_s = 1.0
+
+    def __init__(self, replicas: list[Any]):
+        self.replicas = replicas
+        now = time.monotonic()
+        self._ping: dict[int, tuple[Any, float]] = {}  # replica index -> (ping in flight, sent at)
+        self._answered = {i: now for i in range(len(replicas))}
+        self.given_up: set[int] = set()
+        self._last = 0.0
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if len(self.replicas) - len(self.given_up) < 2 or now - self._last < self.every_s:
+            return
+        self._last = now
+        for i, replica in enumerate(self.replicas):
+            if i in self.given_up:
+                continue
+            ping = self._ping.get(i)
+            if ping is not None and ray.wait([ping[0]], timeout=0)[0]:
+                self._answered[i], ping = now, None
+            if ping is None:
+                self._ping[i] = (replica.ready.remote(), now)
+        for i, replica in enumerate(self.replicas):
+            others = [j for j in self._answered if j != i and j not in self.given_up]
+            if (i not in self.given_up and now - self._answered[i] > self.give_up_s
+                    and any(now - self._answered[j] < self.give_up_s for j in others)):
+                log.warning("policy replica %d has not answered for %.0f s (its node died and no node has room for "
+                            "it?): giving it up, its requests go to the other replicas", i, now - self._answered[i])
+                ray.kill(replica, no_restart=True)
+                self.given_up.add(i)
+
+
+def replica_stats(replicas: list[Any], timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Each replica's serving figures (PolicyReplica.stats); a replica that is gone is left out."""
+    stats = []
+    for i, replica in enumerate(replicas):
+        try:
+            stats.append(ray.get(replica.stats.remote(), timeout=timeout_s))
+        except (RayActorError, GetTimeoutError) as exc:
+            log.warning("policy replica %d is gone (%s): its figures are left out", i, type(exc).__name__)
+    return stats
 
 
 class _WorkerPool:
@@ -236,6 +294,7 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
     if videos and not spec.env.render_cameras:
         raise SpecError("--videos", "needs cameras: set env.render_cameras = true or drop --videos")
     validate_before_ray(spec)  # before the run directory is claimed: a fixed spec must not be refused there
+    fresh = not (Path(out_dir) / "spec.toml").exists()
     store = RunStore(out_dir, spec)
     episodes = expand_episodes(spec)
     done = store.finished_ids()
@@ -252,14 +311,20 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
         replicas: list[Any] = []
         try:
             wanted = min(spec.run.workers, len(todo))
-            n_workers = check_resources(spec, wanted)
+            try:
+                n_workers = check_resources(spec, wanted)
+                check_nodes(spec)  # what the other nodes lack (LIBERO assets, the rs15 venv), before any worker starts
+            except RobofleetError:
+                if fresh and not done:  # nothing ran: the fixed spec (fewer replicas, ...) may claim the directory
+                    (store.root / "spec.toml").unlink(missing_ok=True)
+                raise
             if n_workers < wanted:  # spec.toml and the figures record the workers that ran, not an impossible count
                 spec = replace(spec, run=replace(spec.run, workers=n_workers))
                 store = RunStore(out_dir, spec)
             replicas = start_replicas(spec) if spec.serving.replicas else []
             worker_packages, episodes_wall_s = _schedule(spec, store, todo, len(episodes) - len(todo),
                                                          len(episodes), videos, progress, replicas, n_workers)
-            serving = ray.get([r.stats.remote() for r in replicas])
+            serving = replica_stats(replicas)
         finally:
             for r in replicas:
                 ray.kill(r)
@@ -294,6 +359,7 @@ def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: 
     """Run `todo` over `n_workers` workers; returns the workers' package versions and the seconds from
     the first episode scheduled to the last one recorded (start-up excluded)."""
     pool = _WorkerPool(spec, n_workers, replicas)
+    watch = _ReplicaWatch(replicas)
     first_submit = time.perf_counter()  # after workers and replicas are up: the steady-state clock
     queue = list(reversed(todo))  # pop() from the end keeps the planned order
     in_flight: dict[Any, _InFlight] = {}
@@ -326,7 +392,11 @@ def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: 
                 raise RobofleetError(f"no env worker is left to run the {len(queue)} remaining episodes (the cluster "
                                      "lost the nodes they ran on); the finished ones are recorded: re-run the "
                                      "same command to resume")
-            [ref], _ = ray.wait(list(in_flight), num_returns=1)
+            watch.check()
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=watch.every_s if replicas else None)
+            if not ready:
+                continue
+            [ref] = ready
             job = in_flight.pop(ref)
             try:
                 row = ray.get(ref)

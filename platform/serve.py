@@ -1,25 +1,43 @@
-"""`robofleet serve`: a spec's policy, from PolicyReplica actors, over the openpi WebSocket and `POST /act`.
+"""`robofleet serve`: a spec's policy, or its best_of_n planner, over the openpi WebSocket and `POST /act`.
 
 One asyncio HTTP server (aiohttp, which Ray's dashboard already brings) on one port:
 
     ws://HOST:PORT/         openpi: a msgpack metadata frame on connect, then one msgpack request ->
-                            one msgpack reply ({"actions": (K, 7) float32, "server_timing": {...}});
-                            a bad request gets a text frame with the reason and the connection stays open
+                            one msgpack reply ({"actions": (K, d_act) float32, "server_timing": {...}},
+                            under a planner also "plan"); a bad request gets a text frame with the
+                            reason and the connection stays open
     GET  /healthz           "OK" (openpi's health check)
     POST /act               json_numpy body in the reference's keys, or {"encoded": "<json>"}; the reply
-                            is json_numpy ({"actions", "future_image_predictions", "value_prediction"}),
-                            for the encoded form a JSON string of it (cosmos-policy deploy.py); 400 with
-                            {"error": reason} for a bad request
+                            is json_numpy ({"actions", "future_image_predictions", "value_prediction",
+                            "value_predictions"}, with return_all_query_results "all_actions",
+                            "all_future_image_predictions", "all_value_predictions"), for the encoded
+                            form a JSON string of it (cosmos-policy deploy.py); 400 with {"error": reason}
+                            for a bad request
 
-Every request is one `PolicyReplica.predict` call (round-robin over the spec's replicas), so requests
-from all clients meet in the replicas' dynamic batches; in deterministic mode ([serving]
-deterministic) each request's result depends only on its observation and seed. The seed is the
-request's "seed" key (robofleet clients with `send_seed = true`) or else the spec's seed.
+Where the policy runs ([serving] replicas):
+- 0 (the default): in this process, inside one PolicyReplica object (policies/replica.py, the same
+  dynamic batching and deterministic padding as the actors) that lives on the server's event loop:
+  a request is decoded, awaited and answered without a Ray hop or a copy of its arrays.
+- N >= 1: N PolicyReplica actors (Ray), requests round-robin; what `robofleet run` uses, for
+  several GPUs or nodes, and restarts of a dead replica.
+Either way requests from all clients meet in the replicas' dynamic batches; in deterministic mode
+([serving] deterministic) each request's result depends only on its observation and seed. The seed
+is the request's "seed" key (robofleet clients with `send_seed = true`) or else the spec's seed.
+The batching window ([serving] max_wait_ms) holds a lone request back that long; for one robot at
+a time set it to 0: batches then still form from the requests that queue while the model runs.
 
-Why actors and not Ray Serve: PolicyReplica already batches (with deterministic padding), restarts and
-reports batch statistics, and `robofleet run` uses the same actors, so a served policy behaves as an
-evaluated one; Ray Serve would add its HTTP proxy actor's hop to every request and needs `ray[serve]`
-(FastAPI, Starlette, uvicorn), which robofleet does not install.
+`[planner] name = "best_of_n"` (scorer "model"): each request is one `BestOfN.decide` (planners/),
+run on a worker thread of the server over the same replicas as the episode host runs it: the N
+proposals are sent together (spread over the replicas, batched there with other clients' requests),
+then the world-model and value ensembles. The reply's actions are the chosen proposal's; its value
+(`value_prediction`; openpi: plan["value"]) is the chosen proposal's score, and "plan" holds the
+planner's stats (n, chosen, scores, seeds, scorer, aggregation, values N x F x V, latency_s, ...).
+The oracle scorer needs a simulator and is refused, as is a separate planning_policy (not served yet).
+
+Why PolicyReplicas behind aiohttp and not Ray Serve: measured side by side in
+benchmarks/serving_rayserve_compare.py (BENCHMARKS.md); PolicyReplica already batches (with
+deterministic padding), restarts and reports batch statistics, `robofleet run` uses the same code,
+and the in-process replica has no proxy or actor hop at all.
 
 Security: binds 127.0.0.1 unless told otherwise; with an API key every request but /healthz must carry
 `Authorization: Api-Key <key>` (compared in constant time); frames and bodies above `max_message_bytes`
@@ -36,14 +54,19 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
-from typing import Any, Callable
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
+from robofleet.envs.contract import Observation
 from robofleet.platform.errors import SpecError
-from robofleet.platform.spec import RunSpec
-from robofleet.policies.remote.adapters import ADAPTERS, adapter_for
+from robofleet.platform.spec import PlannerSpec, RunSpec
+from robofleet.policies.contract import Prediction
+from robofleet.policies.remote.adapters import ADAPTERS, Answer, adapter_for
 from robofleet.policies.remote.wire import WireError, dumps_json, loads_json, pack_msgpack, unpack_msgpack
 
 log = logging.getLogger(__name__)
@@ -61,47 +84,233 @@ class ServeOptions:
     api_key: str | None = None  # required on every request but /healthz once set
     max_message_bytes: int = MAX_MESSAGE_BYTES  # per WebSocket frame / HTTP body
     max_connections: int = 256  # concurrent WebSockets
+    max_concurrent_plans: int = 64  # planner decisions running at once (threads); more requests wait their turn
 
 
 def check_servable(spec: RunSpec) -> None:
-    """SpecError unless this spec's policy can be served: an env family with adapters, planner `direct`."""
+    """SpecError unless this spec can be served: an env family with adapters, a policy that is not remote,
+    planner `direct` or `best_of_n` with the model scorer (no simulator here)."""
     if not any(family == spec.env.family for family, _ in ADAPTERS):
         raise SpecError("env.family", f"robofleet serve speaks {sorted({f for f, _ in ADAPTERS})} observations, "
                                       f"not {spec.env.family!r}")
-    if spec.planner.name != "direct":
-        raise SpecError("planner.name", f"robofleet serve serves the policy alone (planner 'direct'), not "
-                                        f"{spec.planner.name!r}")
     if spec.policy.name == "remote":
         raise SpecError("policy.name", "serving a remote policy would only forward requests: serve the policy itself")
+    if spec.planner.name == "best_of_n":
+        from robofleet.planners.options import BestOfNOptions
+
+        opts = BestOfNOptions.from_dict(spec.planner.options)
+        if opts.scorer != "model":
+            raise SpecError("planner.scorer", f"{opts.scorer!r} scores proposals in the simulator; a served planner "
+                                              "has none: use scorer 'model' (world model + value)")
+        if opts.model.planning_policy:
+            raise SpecError("planner.planning_policy", "a separate planning policy is not served yet: the served "
+                                                       "planner scores with the acting policy's world model and value")
+    elif spec.planner.name != "direct":
+        raise SpecError("planner.name", f"robofleet serve serves planners 'direct' and 'best_of_n', not "
+                                        f"{spec.planner.name!r}")
+
+
+# -- where the policy runs ----------------------------------------------------------------------------
+class ActorReplicas:
+    """PolicyReplica actor handles ([serving] replicas >= 1), round-robin; requests travel through Ray."""
+
+    kind = "actors"
+
+    def __init__(self, handles: Sequence[Any]):
+        if not handles:
+            raise ValueError("ActorReplicas needs at least one replica")
+        self.handles = list(handles)
+        self._next = itertools.cycle(range(len(self.handles)))
+
+    async def predict(self, obs: Observation, seed: int) -> Prediction:
+        return await self.handles[next(self._next)].predict.remote(obs, seed)
+
+    async def preparer(self) -> Callable[[Observation], Observation] | None:
+        return await self.handles[0].request_preparer.remote()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Nothing to bind: actor handles are awaited from any loop."""
+
+    def planning_policy(self, preparer: Callable[[Observation], Observation] | None) -> Any:
+        """What a planner on a worker thread calls: the episode host's ReplicaClient over the same actors."""
+        from robofleet.policies.replica import ReplicaClient
+
+        return ReplicaClient(self.handles, chunk_size=None, preparer=preparer)
+
+    def close(self) -> None:
+        import ray
+
+        for handle in self.handles:
+            ray.kill(handle)
+
+
+class InProcessReplica:
+    """One PolicyReplica object in this process ([serving] replicas = 0): the class behind the Ray actor,
+    with its batching, built here, so a request costs no Ray hop and no copy of its arrays.
+
+    Its batches run on the event loop of the first server that calls it (`bind`); another loop (a
+    second server, a planner's thread) hands its requests to that loop.
+    """
+
+    kind = "in_process"
+
+    def __init__(self, policy_name: str, options: Any, env_family: str, max_batch: int, max_wait_s: float,
+                 fixed_batch: int | None):
+        from robofleet.policies.replica import PolicyReplica
+
+        self.replica = PolicyReplica.__ray_actor_class__(policy_name, options, env_family, max_batch=max_batch,
+                                                         max_wait_s=max_wait_s, fixed_batch=fixed_batch, replica_index=0)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is None or self.loop.is_closed():
+            self.loop = loop
+
+    async def _on_owner(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        call = getattr(self.replica, method)(*args, **kwargs)
+        if asyncio.get_running_loop() is self.loop:
+            return await call
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self.loop))
+
+    async def predict(self, obs: Observation, seed: int) -> Prediction:
+        return await self._on_owner("predict", obs, seed)
+
+    async def preparer(self) -> Callable[[Observation], Observation] | None:
+        return await self.replica.request_preparer()
+
+    def planning_policy(self, preparer: Callable[[Observation], Observation] | None) -> "LoopClient":
+        return LoopClient(self, preparer)
+
+    def close(self) -> None:
+        """The policy goes with the process; its model thread is a daemon-less pool: leave it idle."""
+
+
+class LoopClient:
+    """The Policy contract (plus imagine/value) over an InProcessReplica, for a planner on a worker thread;
+    ReplicaClient's twin (the same arguments, one step count per request or one for all).
+
+    Each call's requests are submitted to the replica's loop together, so they share a batch (the N
+    proposals of a best-of-N), and the thread waits for all of them. `preparer` as in ReplicaClient:
+    each distinct observation is prepared once, here, before it is sent.
+    """
+
+    chunk_size = None  # whatever the policy returns
+    per_request_steps = True  # a planner may send a whole ensemble stage in one call
+
+    def __init__(self, replica: InProcessReplica, preparer: Callable[[Observation], Observation] | None):
+        self.replica = replica
+        self.preparer = preparer
+
+    def predict(self, observations: Sequence[Observation], seeds: Sequence[int]) -> list[Prediction]:
+        return self._call("predict", [(o,) for o in self._prepare(observations)], seeds, [{}] * len(seeds))
+
+    def imagine(self, observations: Sequence[Observation], actions: Sequence[Any], seeds: Sequence[int],
+                num_steps: int | Sequence[int] | None = None) -> list[Any]:
+        kwargs = [{"num_steps": n} for n in _per_request(num_steps, len(seeds))]
+        return self._call("imagine", list(zip(self._prepare(observations), actions)), seeds, kwargs)
+
+    def value(self, observations: Sequence[Observation], actions: Sequence[np.ndarray], futures: Sequence[Any],
+              seeds: Sequence[int], num_steps: int | Sequence[int] | None = None,
+              mask_current_state_action: bool = False) -> list[Any]:
+        mask = {"mask_current_state_action": True} if mask_current_state_action else {}
+        kwargs = [{"num_steps": n, **mask} for n in _per_request(num_steps, len(seeds))]
+        return self._call("value", list(zip(self._prepare(observations), actions, futures)), seeds, kwargs)
+
+    def _prepare(self, observations: Sequence[Observation]) -> list[Observation]:
+        if self.preparer is None:
+            return list(observations)
+        prepared: dict[int, Observation] = {}
+        for obs in observations:
+            if id(obs) not in prepared:
+                prepared[id(obs)] = self.preparer(obs)
+        return [prepared[id(obs)] for obs in observations]
+
+    def _call(self, method: str, args: list[tuple], seeds: Sequence[int], kwargs: list[dict[str, Any]]) -> list[Any]:
+        replica = self.replica.replica
+
+        async def together() -> list[Any]:
+            return list(await asyncio.gather(*(getattr(replica, method)(*a, int(s), **kw)
+                                               for a, s, kw in zip(args, seeds, kwargs))))
+
+        if self.replica.loop is None:
+            raise RuntimeError("the in-process replica is not bound to a running server yet")
+        return asyncio.run_coroutine_threadsafe(together(), self.replica.loop).result()
+
+    def reset(self) -> None:
+        pass
+
+
+def _per_request(num_steps: int | Sequence[int] | None, count: int) -> list[int | None]:
+    """One step count (None: the policy's default) per request."""
+    if num_steps is None or isinstance(num_steps, (int, np.integer)):
+        return [None if num_steps is None else int(num_steps)] * count
+    steps = [int(n) for n in num_steps]
+    if len(steps) != count:
+        raise ValueError(f"{count} requests but {len(steps)} step counts")
+    return steps
+
+
+@dataclass(frozen=True)
+class _ServedFamily:
+    """What a served planner knows of the robot: its env family (there is no simulator to score in)."""
+
+    family: str
 
 
 class PolicyServer:
-    """The aiohttp application in front of PolicyReplica handles (see the module docstring).
+    """The aiohttp application in front of the replicas (see the module docstring).
 
-    replicas: PolicyReplica actor handles (loaded). family: the env family whose adapters decode requests.
-    default_seed: the seed of requests without one. metadata: sent as the openpi metadata frame.
+    replicas: ActorReplicas, an InProcessReplica, or a list of PolicyReplica actor handles (loaded).
+    family: the env family whose adapters decode requests. default_seed: the seed of requests without one.
+    metadata: sent as the openpi metadata frame. planner: the spec's [planner] (None or "direct": the
+    policy alone); protocol: the spec's protocol (a planner's seeds and step counts follow it).
     """
 
-    def __init__(self, replicas: list[Any], family: str, default_seed: int, options: ServeOptions,
-                 metadata: dict[str, Any] | None = None):
-        if not replicas:
-            raise ValueError("PolicyServer needs at least one replica")
-        self.replicas = replicas
+    def __init__(self, replicas: Any, family: str, default_seed: int, options: ServeOptions,
+                 metadata: dict[str, Any] | None = None, planner: PlannerSpec | None = None,
+                 protocol: str = "robofleet"):
+        self.replicas = ActorReplicas(replicas) if isinstance(replicas, (list, tuple)) else replicas
+        self.family = family
         self.options = options
         self.default_seed = int(default_seed)
+        self.planner_spec = planner if planner is not None and planner.name != "direct" else None
+        self.protocol = protocol
         self.adapters = {protocol: adapter_for(f, protocol) for f, protocol in ADAPTERS if f == family}
         self.metadata = {"server": "robofleet", "env_family": family, "protocols": sorted(self.adapters),
-                         "request_keys": {p: list(a.keys) for p, a in self.adapters.items()}, **(metadata or {})}
-        self._next = itertools.cycle(range(len(replicas)))
+                         "request_keys": {p: list(a.keys) for p, a in self.adapters.items()},
+                         "planner": self.planner_spec.name if self.planner_spec else "direct", **(metadata or {})}
+        self.planner: Any = None
+        self._preparer: Callable[[Observation], Observation] | None = None
+        self._plan_threads: ThreadPoolExecutor | None = None
         self._connections = 0
         self.counts = {"requests": 0, "errors": 0, "connections": 0}
+        self.batch_sizes: Counter[int] = Counter()  # per answered request: the size of the batch it ran in
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_message_bytes, middlewares=[self._auth])
         app.router.add_get("/healthz", self._healthz)
         app.router.add_post("/act", self._act)
         app.router.add_get("/{path:.*}", self._websocket)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
         return app
+
+    async def _start(self, app: web.Application) -> None:
+        """On the serving loop: bind the replica, fetch the policy's preparer, build the planner."""
+        self.replicas.bind(asyncio.get_running_loop())
+        self._preparer = await self.replicas.preparer()
+        if self.planner_spec is not None:
+            from robofleet.planners.registry import make_planner
+
+            policy = self.replicas.planning_policy(self._preparer)
+            self.planner = make_planner(self.planner_spec.name, self.planner_spec.options, policy,
+                                        _ServedFamily(self.family), protocol=self.protocol)
+            self._plan_threads = ThreadPoolExecutor(max_workers=self.options.max_concurrent_plans,
+                                                    thread_name_prefix="robofleet-plan")
+
+    async def _stop(self, app: web.Application) -> None:
+        if self._plan_threads is not None:
+            self._plan_threads.shutdown(wait=False, cancel_futures=True)
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -116,24 +325,38 @@ class PolicyServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
 
-    async def _predict(self, obs: Any, seed: int | None) -> tuple[Any, dict[str, float]]:
+    async def _decide(self, obs: Observation, seed: int, wants_all: bool) -> Answer:
+        """The policy's prediction, or the planner's decision, for one request."""
+        if self.planner is None:
+            if self._preparer is not None:  # the policy's CPU work (Cosmos: JPEG, resize) off the model thread
+                obs = await asyncio.get_running_loop().run_in_executor(None, self._preparer, obs)
+            prediction = await self.replicas.predict(obs, seed)
+            return Answer(prediction, value=prediction.value, proposals=(prediction,) if wants_all else (),
+                          proposal_values=(prediction.value,) if wants_all else ())
+        decision = await asyncio.get_running_loop().run_in_executor(self._plan_threads, self.planner.decide, obs, seed)
+        stats = dict(decision.stats)
+        scores = [float(s) for s in stats["scores"]]
+        seeds = getattr(self.planner, "proposal_seeds", None)
+        plan = {**stats, **({"seeds": [int(s) for s in seeds(seed)]} if seeds else {})}
+        return Answer(decision.prediction, value=scores[int(stats["chosen"])], plan=plan,
+                      proposals=decision.proposals if wants_all else (), proposal_values=scores if wants_all else ())
+
+    async def _answer(self, protocol: str, message: Any) -> dict[str, Any]:
+        """One request, decoded, predicted (or planned), encoded. WireError for the client's mistakes."""
+        adapter = self.adapters[protocol]
+        obs, seed = adapter.observation(message)
+        wants_all = adapter.wants_all(message)
+        self.counts["requests"] += 1
         started = time.perf_counter()
-        replica = self.replicas[next(self._next)]
-        prediction = await replica.predict.remote(obs, self.default_seed if seed is None else seed)
-        stats = prediction.stats
+        answer = await self._decide(obs, self.default_seed if seed is None else seed, wants_all)
+        stats = answer.prediction.stats
+        batch_size = int(stats.get("batch_size", 1))
+        self.batch_sizes[batch_size] += 1
         timing = {"infer_ms": 1000 * (time.perf_counter() - started),
                   "model_ms": 1000 * float(stats.get("model_s", 0.0)),
                   "queue_ms": 1000 * float(stats.get("queue_s", 0.0)),
-                  "batch_size": int(stats.get("batch_size", 1))}
-        return prediction, timing
-
-    async def _answer(self, protocol: str, message: Any) -> dict[str, Any]:
-        """One request, decoded, predicted, encoded. WireError for the client's mistakes."""
-        adapter = self.adapters[protocol]
-        obs, seed = adapter.observation(message)
-        self.counts["requests"] += 1
-        prediction, timing = await self._predict(obs, seed)
-        return {**adapter.reply(prediction), "server_timing": timing}
+                  "batch_size": batch_size}
+        return {**adapter.reply(answer), "server_timing": timing}
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if self._connections >= self.options.max_connections:
@@ -226,9 +449,13 @@ class RunningServer:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stopped = asyncio.Event()
+        self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="robofleet-serve", daemon=True)
         self._thread.start()
         self._ready.wait()
+        if self._failed is not None:  # e.g. the planner could not be built: say so here, not in a silent thread
+            self._sock.close()
+            raise self._failed
 
     @property
     def ws_url(self) -> str:
@@ -240,7 +467,13 @@ class RunningServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._main())
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that started the server
+            if self._ready.is_set():
+                raise
+            self._failed = exc
+            self._ready.set()
 
     async def _main(self) -> None:
         runner = web.AppRunner(self.server.app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -271,36 +504,51 @@ class RunningServer:
         self.stop()
 
 
-def served_spec(spec: RunSpec) -> RunSpec:
-    """The spec as served: at least one replica."""
-    return spec if spec.serving.replicas >= 1 else replace(spec, serving=replace(spec.serving, replicas=1))
+def start_replicas_for(spec: RunSpec) -> ActorReplicas | InProcessReplica:
+    """The spec's policy, loaded: in this process ([serving] replicas = 0) or as PolicyReplica actors
+    (replicas >= 1; Ray must be connected)."""
+    serving = spec.serving
+    if serving.replicas == 0:  # the arguments platform/runner.start_replicas gives its actors
+        return InProcessReplica(spec.policy.name, spec.policy.options, spec.env.family, max_batch=serving.max_batch,
+                                max_wait_s=serving.max_wait_ms / 1000,
+                                fixed_batch=serving.fixed_batch if serving.deterministic else None)
+    from robofleet.platform.runner import start_replicas
+
+    return ActorReplicas(start_replicas(spec))
+
+
+async def _ready(replicas: ActorReplicas | InProcessReplica) -> dict[str, Any]:
+    if isinstance(replicas, ActorReplicas):
+        return await replicas.handles[0].ready.remote()
+    return await replicas.replica.ready()
 
 
 def start_server(spec: RunSpec, options: ServeOptions) -> RunningServer:
-    """Start the spec's replicas (Ray must be connected) and a server in front of them."""
-    from robofleet.platform.runner import start_replicas, validate_before_ray
+    """Load the spec's policy (its replicas: Ray must be connected when [serving] replicas >= 1) and start a
+    server in front of it."""
+    from robofleet.platform.serve_spec import validate_served_policy
 
     check_servable(spec)
-    validate_before_ray(spec)
-    spec = served_spec(spec)
-    replicas = start_replicas(spec)
-    import ray
-
-    facts = ray.get(replicas[0].ready.remote())
-    metadata = {"policy": spec.policy.name, "replicas": len(replicas), "chunk_size": facts.get("chunk_size"),
-                "deterministic": spec.serving.deterministic, "max_batch": spec.serving.max_batch}
-    return RunningServer(PolicyServer(replicas, spec.env.family, spec.seed, options, metadata))
+    validate_served_policy(spec, check_files=True)
+    replicas = start_replicas_for(spec)
+    facts = asyncio.run(_ready(replicas))
+    metadata = {"policy": spec.policy.name, "replicas": spec.serving.replicas, "backend": replicas.kind,
+                "chunk_size": facts.get("chunk_size"), "deterministic": spec.serving.deterministic,
+                "max_batch": spec.serving.max_batch, "max_wait_ms": spec.serving.max_wait_ms, "protocol": spec.protocol}
+    server = PolicyServer(replicas, spec.env.family, spec.seed, options, metadata, planner=spec.planner,
+                          protocol=spec.protocol)
+    return RunningServer(server)
 
 
 def serve(spec: RunSpec, options: ServeOptions, address: str | None = None,
           on_ready: Callable[[RunningServer], None] | None = None) -> None:
-    """Serve until interrupted: connect Ray, load the replicas, listen; `on_ready` is told where."""
-    import ray
-
-    from robofleet.platform.cluster import connect
-
+    """Serve until interrupted: connect Ray (for replica actors), load the policy, listen; `on_ready` is told where."""
     check_servable(spec)
-    started = connect(address)
+    started = False
+    if spec.serving.replicas >= 1 or address is not None:
+        from robofleet.platform.cluster import connect
+
+        started = connect(address)
     try:
         server = start_server(spec, options)
         if on_ready is not None:
@@ -308,6 +556,6 @@ def serve(spec: RunSpec, options: ServeOptions, address: str | None = None,
         server.wait()
     finally:
         if started:
+            import ray
+
             ray.shutdown()
-
-

@@ -40,7 +40,8 @@ A spec (see examples/*.toml):
     replicas = 2                  # 0 (default): each env worker holds its own policy
     max_batch = 8                 # a batch is cut at max_batch requests ...
     max_wait_ms = 5.0             # ... or this long after its oldest request, whichever comes first
-    deterministic = true          # pad every batch to max_batch: results independent of batch-mates
+    deterministic = true          # default: every network call on exactly fixed_batch rows, so results
+    fixed_batch = 4               # ... are bitwise independent of batch-mates, batch size and replica
     gpus_per_replica = 1          # default: 1 when the cluster has GPUs, else 0 (CPU replicas)
     cpus_per_replica = 1
 
@@ -62,12 +63,14 @@ import tomli_w
 
 from robofleet.envs import robocasa_tasks, robosuite_tasks
 from robofleet.envs.libero_suites import LIBERO_SUITES, TRIALS_PER_INIT_FILE
+from robofleet.platform.config_fields import boolean, check_keys, choice, from_table, integer, number, require, setting, text
 from robofleet.platform.errors import SpecError
 from robofleet.platform.protocol import PROTOCOLS, default_protocol, protocols_of_family
 
 ENV_FAMILIES = ("libero", "robosuite", "robocasa")
 RESET_MODES = ("hard", "soft")
 RENDER_STEPS = ("observed", "every")
+DEFAULT_FIXED_BATCH = 4  # [serving] fixed_batch: rows per network call; BENCHMARKS.md "Deterministic serving"
 MAX_TRIALS_SEEDED = 10_000  # robosuite / robocasa: initial states come from seeds, not from a file
 MAX_STEPS_SEEDED = 10_000  # their horizon is ours (ignore_done), not robosuite's 1000
 
@@ -104,16 +107,17 @@ class ServingSpec:
     replicas: int = 0
     max_batch: int = 8
     max_wait_ms: float = 5.0
-    deterministic: bool = False
+    deterministic: bool = True  # replicas serve the policy's batch_invariant(fixed_batch) form (policies/contract.py)
+    fixed_batch: int = DEFAULT_FIXED_BATCH  # rows per call where only a fixed shape is invariant (CPU; <= max_batch)
     gpus_per_replica: float | None = None  # None: 1 if the cluster has GPUs, else 0
     cpus_per_replica: float = 1.0
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    workers: int = 2
-    cpus_per_worker: float = 1.0
-    max_attempts: int = 2
+    workers: int = setting(2, integer, minimum=1, maximum=1024)  # env workers (Ray actors), one simulator each
+    cpus_per_worker: float = setting(1.0, number, above=0)
+    max_attempts: int = setting(2, integer, minimum=1, maximum=10)  # an episode whose worker died is retried
 
 
 @dataclass(frozen=True)
@@ -145,47 +149,17 @@ class RunSpec:
         if data["protocol"] == "robofleet":  # what every run before the key existed ran: their hashes stay
             del data["protocol"]
         serving = data.pop("serving")
-        if serving["deterministic"]:  # then batching and placement cannot change results
-            data["serving"] = {"deterministic": True, "max_batch": serving["max_batch"]}
+        if serving["replicas"] and serving["deterministic"]:  # then batching and placement cannot change results
+            # the network's row count is what shapes the numerics; padding every batch to max_batch (before
+            # fixed_batch existed) is fixed_batch = max_batch, and keeps the hash it had then
+            rows = serving["fixed_batch"]
+            data["serving"] = ({"deterministic": True, "max_batch": rows} if rows == serving["max_batch"]
+                               else {"deterministic": True, "fixed_batch": rows})
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-# -- validation helpers ---------------------------------------------------------------------------
-def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise SpecError(f"{where}{key}", f"unknown key; allowed keys here: {', '.join(allowed)}")
-
-
-def _require(table: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in table:
-        raise SpecError(f"{where}{key}", "missing (required)")
-    return table[key]
-
-
-def _int(value: Any, key: str, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(key, f"must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise SpecError(key, f"must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise SpecError(key, f"must be <= {maximum}, got {value}")
-    return value
-
-
-def _bool(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise SpecError(key, f"must be true or false, got {value!r}")
-    return value
-
-
-def _choice(value: Any, key: str, allowed: tuple[str, ...] | list[str]) -> str:
-    if value not in allowed:
-        raise SpecError(key, f"unknown value {value!r}; allowed: {', '.join(allowed)}")
-    return value
-
-
+# -- validation ------------------------------------------------------------------------------------
 def _tasks(value: Any, n_tasks: int, suite: str, names: tuple[str, ...] = ()) -> tuple[int, ...]:
     """Task ids from "all" or a list of ids (or, where the suite has `names`, task names)."""
     if value == "all":
@@ -200,7 +174,7 @@ def _tasks(value: Any, n_tasks: int, suite: str, names: tuple[str, ...] = ()) ->
                 raise SpecError("env.tasks", f"unknown task {v!r} in suite {suite}; allowed: {', '.join(names)}")
             v = names.index(v)
         else:
-            _int(v, "env.tasks")
+            integer(v, "env.tasks")
         if not 0 <= v < n_tasks:
             raise SpecError("env.tasks", f"task id {v} out of range: {suite} has tasks 0..{n_tasks - 1}")
         ids.append(v)
@@ -228,8 +202,8 @@ def _env_spec(table: Any) -> EnvSpec:
     if not isinstance(table, dict):
         raise SpecError("env", "must be a table ([env])")
     where = "env."
-    _check_keys(table, ENV_KEYS, where)
-    family = _choice(_require(table, "family", where), "env.family", ENV_FAMILIES)
+    check_keys(table, ENV_KEYS, where)
+    family = choice(require(table, "family", where), "env.family", ENV_FAMILIES)
     if family == "robosuite":
         return _robosuite_env_spec(table)
     if family == "robocasa":
@@ -237,28 +211,28 @@ def _env_spec(table: Any) -> EnvSpec:
     if "cameras" in table:
         raise SpecError("env.cameras", "LIBERO renders agentview and robot0_eye_in_hand (fixed); "
                                        "env.cameras is for the robosuite and robocasa families")
-    suite_name = _choice(_require(table, "suite", where), "env.suite", list(LIBERO_SUITES))
+    suite_name = choice(require(table, "suite", where), "env.suite", list(LIBERO_SUITES))
     suite = LIBERO_SUITES[suite_name]
     max_steps = table.get("max_steps")
     return EnvSpec(
         family=family,
         suite=suite_name,
-        tasks=_tasks(_require(table, "tasks", where), suite.n_tasks, suite_name),
-        trials=_int(_require(table, "trials", where), "env.trials", 1, TRIALS_PER_INIT_FILE),
-        image_size=_int(table.get("image_size", 256), "env.image_size", 32, 1024),
-        render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
-        render_steps=_choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
-        reset=_choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
-        max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, 990),
+        tasks=_tasks(require(table, "tasks", where), suite.n_tasks, suite_name),
+        trials=integer(require(table, "trials", where), "env.trials", 1, TRIALS_PER_INIT_FILE),
+        image_size=integer(table.get("image_size", 256), "env.image_size", 32, 1024),
+        render_cameras=boolean(table.get("render_cameras", True), "env.render_cameras"),
+        render_steps=choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
+        reset=choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
+        max_steps=None if max_steps is None else integer(max_steps, "env.max_steps", 1, 990),
     )
 
 
 def _robosuite_env_spec(table: Mapping[str, Any]) -> EnvSpec:
     """family "robosuite": robosuite 1.5 tasks by name; trial i's initial state comes from its seed."""
-    suite_name = _choice(table.get("suite", robosuite_tasks.DEFAULT_SUITE), "env.suite",
-                         list(robosuite_tasks.ROBOSUITE_SUITES))
+    suite_name = choice(table.get("suite", robosuite_tasks.DEFAULT_SUITE), "env.suite",
+                        list(robosuite_tasks.ROBOSUITE_SUITES))
     suite = robosuite_tasks.ROBOSUITE_SUITES[suite_name]
-    tasks = _tasks(_require(table, "tasks", "env."), len(suite.tasks), suite_name, suite.task_names)
+    tasks = _tasks(require(table, "tasks", "env."), len(suite.tasks), suite_name, suite.task_names)
     allowed = tuple(c for c in suite.tasks[tasks[0]].cameras if all(c in suite.tasks[t].cameras for t in tasks))
     where = f"task{'s' if len(tasks) > 1 else ''} {', '.join(suite.tasks[t].name for t in tasks)}"
     max_steps = table.get("max_steps")
@@ -266,21 +240,21 @@ def _robosuite_env_spec(table: Mapping[str, Any]) -> EnvSpec:
         family="robosuite",
         suite=suite_name,
         tasks=tasks,
-        trials=_int(_require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
-        image_size=_int(table.get("image_size", 256), "env.image_size", 32, 1024),
-        render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
-        render_steps=_choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
-        reset=_choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
-        max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
+        trials=integer(require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
+        image_size=integer(table.get("image_size", 256), "env.image_size", 32, 1024),
+        render_cameras=boolean(table.get("render_cameras", True), "env.render_cameras"),
+        render_steps=choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
+        reset=choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
+        max_steps=None if max_steps is None else integer(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
         cameras=_cameras(table.get("cameras", list(robosuite_tasks.DEFAULT_CAMERAS)), allowed, where),
     )
 
 
 def _robocasa_env_spec(table: Mapping[str, Any]) -> EnvSpec:
     """family "robocasa": RoboCasa's atomic tasks by name, with its protocol's scenes, cameras and limits."""
-    suite_name = _choice(table.get("suite", robocasa_tasks.SUITE), "env.suite", list(robocasa_tasks.ROBOCASA_SUITES))
+    suite_name = choice(table.get("suite", robocasa_tasks.SUITE), "env.suite", list(robocasa_tasks.ROBOCASA_SUITES))
     tasks = robocasa_tasks.ROBOCASA_SUITES[suite_name]
-    reset = _choice(table.get("reset", "hard"), "env.reset", RESET_MODES)
+    reset = choice(table.get("reset", "hard"), "env.reset", RESET_MODES)
     if reset != "hard":
         raise SpecError("env.reset", "robocasa builds a fresh kitchen for every episode (the reference protocol); "
                                      "only 'hard' applies")
@@ -289,13 +263,13 @@ def _robocasa_env_spec(table: Mapping[str, Any]) -> EnvSpec:
     return EnvSpec(
         family="robocasa",
         suite=suite_name,
-        tasks=_tasks(_require(table, "tasks", "env."), len(tasks), suite_name, tuple(t.name for t in tasks)),
-        trials=_int(_require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
-        image_size=_int(table.get("image_size", robocasa_tasks.IMAGE_SIZE), "env.image_size", 32, 1024),
-        render_cameras=_bool(table.get("render_cameras", True), "env.render_cameras"),
-        render_steps=_choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
+        tasks=_tasks(require(table, "tasks", "env."), len(tasks), suite_name, tuple(t.name for t in tasks)),
+        trials=integer(require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
+        image_size=integer(table.get("image_size", robocasa_tasks.IMAGE_SIZE), "env.image_size", 32, 1024),
+        render_cameras=boolean(table.get("render_cameras", True), "env.render_cameras"),
+        render_steps=choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
         reset=reset,
-        max_steps=None if max_steps is None else _int(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
+        max_steps=None if max_steps is None else integer(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
         cameras=_cameras(table.get("cameras", list(robocasa_tasks.CAMERAS)), allowed, "robocasa"),
     )
 
@@ -305,12 +279,12 @@ def _policy_spec(table: Any, family: str) -> PolicySpec:
 
     if not isinstance(table, dict):
         raise SpecError("policy", "must be a table ([policy])")
-    name = _choice(_require(table, "name", "policy."), "policy.name", available_policies())
+    name = choice(require(table, "name", "policy."), "policy.name", available_policies())
     open_loop = table.get("open_loop_steps")
     options = {k: v for k, v in table.items() if k not in ("name", "open_loop_steps")}
     return PolicySpec(
         name=name,
-        open_loop_steps=None if open_loop is None else _int(open_loop, "policy.open_loop_steps", 1),
+        open_loop_steps=None if open_loop is None else integer(open_loop, "policy.open_loop_steps", 1),
         options=options,
     )
 
@@ -320,56 +294,45 @@ def _planner_spec(table: Any) -> PlannerSpec:
 
     if not isinstance(table, dict):
         raise SpecError("planner", "must be a table ([planner])")
-    name = _choice(table.get("name", "direct"), "planner.name", PLANNERS)
+    name = choice(table.get("name", "direct"), "planner.name", PLANNERS)
     options = {k: v for k, v in table.items() if k != "name"}
     return PlannerSpec(name=name, options=validate_planner_options(name, options))
-
-
-def _number(value: Any, key: str, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise SpecError(key, f"must be a number >= {minimum}, got {value!r}")
-    return float(value)
 
 
 def _serving_spec(table: Any) -> ServingSpec:
     if not isinstance(table, dict):
         raise SpecError("serving", "must be a table ([serving])")
-    _check_keys(table, ("replicas", "max_batch", "max_wait_ms", "deterministic", "gpus_per_replica",
-                        "cpus_per_replica"), "serving.")
+    check_keys(table, ("replicas", "max_batch", "max_wait_ms", "deterministic", "fixed_batch", "gpus_per_replica",
+                       "cpus_per_replica"), "serving.")
     gpus = table.get("gpus_per_replica")
+    max_batch = integer(table.get("max_batch", 8), "serving.max_batch", 1, 4096)
     return ServingSpec(
-        replicas=_int(table.get("replicas", 0), "serving.replicas", 0, 1024),
-        max_batch=_int(table.get("max_batch", 8), "serving.max_batch", 1, 4096),
-        max_wait_ms=_number(table.get("max_wait_ms", 5.0), "serving.max_wait_ms", 0.0),
-        deterministic=_bool(table.get("deterministic", False), "serving.deterministic"),
-        gpus_per_replica=None if gpus is None else _number(gpus, "serving.gpus_per_replica", 0.0),
-        cpus_per_replica=_number(table.get("cpus_per_replica", 1.0), "serving.cpus_per_replica", 0.0),
+        replicas=integer(table.get("replicas", 0), "serving.replicas", 0, 1024),
+        max_batch=max_batch,
+        max_wait_ms=number(table.get("max_wait_ms", 5.0), "serving.max_wait_ms", 0.0),
+        deterministic=boolean(table.get("deterministic", True), "serving.deterministic"),
+        fixed_batch=integer(table.get("fixed_batch", min(DEFAULT_FIXED_BATCH, max_batch)), "serving.fixed_batch", 1,
+                            max_batch),
+        gpus_per_replica=None if gpus is None else number(gpus, "serving.gpus_per_replica", 0.0),
+        cpus_per_replica=number(table.get("cpus_per_replica", 1.0), "serving.cpus_per_replica", 0.0),
     )
 
 
 def _run_options(table: Any) -> RunOptions:
     if not isinstance(table, dict):
         raise SpecError("run", "must be a table ([run])")
-    _check_keys(table, ("workers", "cpus_per_worker", "max_attempts"), "run.")
-    cpus = table.get("cpus_per_worker", 1.0)
-    if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
-        raise SpecError("run.cpus_per_worker", f"must be a number > 0, got {cpus!r}")
-    return RunOptions(
-        workers=_int(table.get("workers", 2), "run.workers", 1, 1024),
-        cpus_per_worker=float(cpus),
-        max_attempts=_int(table.get("max_attempts", 2), "run.max_attempts", 1, 10),
-    )
+    return from_table(RunOptions, table, "run.")
 
 
 def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     """Validate a parsed TOML document into a RunSpec; SpecError names the first bad key."""
-    _check_keys(data, ("seed", "name", "protocol", "env", "policy", "planner", "serving", "run"), "")
-    env = _env_spec(_require(data, "env", ""))
+    check_keys(data, ("seed", "name", "protocol", "env", "policy", "planner", "serving", "run"), "")
+    env = _env_spec(require(data, "env", ""))
     spec = RunSpec(
         protocol=_protocol(data.get("protocol", default_protocol(env.family)), env.family),
-        seed=_int(_require(data, "seed", ""), "seed", 0, 2**32 - 1),
+        seed=integer(require(data, "seed", ""), "seed", 0, 2**32 - 1),
         env=env,
-        policy=_policy_spec(_require(data, "policy", ""), env.family),
+        policy=_policy_spec(require(data, "policy", ""), env.family),
         planner=_planner_spec(data.get("planner", {"name": "direct"})),
         run=_run_options(data.get("run", {})),
         serving=_serving_spec(data.get("serving", {})),
@@ -382,7 +345,7 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
 
 
 def _protocol(value: Any, family: str) -> str:
-    _choice(value, "protocol", PROTOCOLS)
+    choice(value, "protocol", PROTOCOLS)
     allowed = protocols_of_family(family)
     if value not in allowed:
         raise SpecError("protocol", f"{value!r} does not apply to env family {family!r} (it has no reference "
@@ -393,8 +356,7 @@ def _protocol(value: Any, family: str) -> str:
 def run_name(name: Any, key: str = "name") -> str:
     """A run's name: it becomes the default output directory runs/<name>, so it must stay inside runs/
     (relative, no `..`; `/` nests, as sweeps' `<sweep>/<point>` names do)."""
-    if not isinstance(name, str):
-        raise SpecError(key, f"must be a string, got {name!r}")
+    text(name, key)
     parts = name.replace("\\", "/").split("/")
     if name.startswith(("/", "~")) or ".." in parts or "\0" in name or (name and not all(parts)):
         raise SpecError(key, f"{name!r} would put the run outside runs/ (default output directory runs/<name>): "

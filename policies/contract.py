@@ -78,10 +78,20 @@ class Policy(Protocol):
     """A policy. `predict` is batched; each request carries its own seed so that its result never
     depends on its batch-mates (the seed is derived from the episode id, see platform/seeds.py).
 
-    A policy may also have `request_preparer`: a picklable, torch-free callable Observation ->
-    PreparedObservation doing the per-observation CPU work (image decoding, resizing). Replica
-    clients run it in the env workers before sending; the policy must give identical results for
-    raw and prepared observations.
+    A request's result must not depend on its batch-mates. A policy whose batched kernels make it
+    depend on them in floating point (a network: cuBLAS picks GEMM kernels and K-splits by shape and
+    tile position) offers `batch_invariant(rows) -> Policy`, the same policy in a form whose results
+    are bitwise independent of batch-mates and batch size (`rows`: the call size to pad to where only
+    a fixed shape is invariant); served deterministically (`[serving] deterministic`), replicas use it.
+
+    Optional capabilities, each looked up with getattr:
+    - `request_preparer`: a picklable, torch-free callable Observation -> PreparedObservation doing
+      the per-observation CPU work (image decoding, resizing). Replica clients run it in the env
+      workers before sending; the policy must give identical results for raw and prepared observations.
+    - `warm_up(batch_sizes=None) -> seconds`: compile / record what the given batch sizes need; the
+      host of the policy (a replica, an env worker) calls it once before the first request.
+    - `imagine` / `value` (world models, planners/model_scorer.py), with `per_request_steps = True`
+      when they take one denoising step count per request.
     """
 
     chunk_size: int

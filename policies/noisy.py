@@ -27,12 +27,13 @@ Python:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from robofleet.envs.contract import Observation
+from robofleet.platform.config_fields import from_table, mapping, number, setting, text
 from robofleet.platform.errors import SpecError
 from robofleet.platform.seeds import generator
 from robofleet.policies.contract import Policy, PolicyContext, Prediction
@@ -40,36 +41,32 @@ from robofleet.policies.contract import Policy, PolicyContext, Prediction
 
 ARM_DIMS = 6  # LIBERO's delta EEF pose: position xyz + rotation xyz; the 7th (gripper) stays noiseless
 DEFAULT_SCALE = 0.3  # measured: fails noticeably on libero_object and often on libero_spatial (see benchmarks/planning_oracle.py)
-OPTIONS = ("base", "scale", "base_options")
+
+
+def _base_name(value: Any, key: str) -> str:
+    """A policy name other than "noisy" (whether it is registered is checked where policies are built)."""
+    name = text(value, key, nonempty=True, message="must be a policy name, got {value!r}")
+    if name == "noisy":
+        raise SpecError(key, "cannot be 'noisy' itself; wrap the policy that makes the actions")
+    return name
 
 
 @dataclass(frozen=True)
 class NoisyConfig:
     """The [policy] options of `noisy`."""
 
-    base: str = "scripted"  # name of the wrapped policy (registry name)
-    scale: float = DEFAULT_SCALE  # Gaussian std in action units on the ARM_DIMS arm dimensions, >= 0
-    base_options: Mapping[str, Any] = field(default_factory=dict)  # the wrapped policy's own options
+    base: str = setting("scripted", _base_name)  # name of the wrapped policy (registry name)
+    scale: float = setting(  # Gaussian std in action units on the ARM_DIMS arm dimensions, >= 0
+        DEFAULT_SCALE, number, minimum=0.0, maximum=10.0,
+        message="must be a number in [0, 10] (action units), got {value!r}")
+    base_options: Mapping[str, Any] = setting(  # the wrapped policy's own options
+        {}, mapping, message="must be a table of the base policy's options, got {value!r}")
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> "NoisyConfig":
         """Validate `[policy]` options; SpecError names the key, the value and what is allowed."""
-        for key in options:
-            if key not in OPTIONS:
-                raise SpecError(f"policy.{key}", f"unknown option for policy 'noisy'; allowed: {', '.join(OPTIONS)} "
-                                "(options of the wrapped policy go in `base_options`)")
-        base = options.get("base", "scripted")
-        if not isinstance(base, str) or not base:
-            raise SpecError("policy.base", f"must be a policy name, got {base!r}")
-        if base == "noisy":
-            raise SpecError("policy.base", "cannot be 'noisy' itself; wrap the policy that makes the actions")
-        scale = options.get("scale", DEFAULT_SCALE)
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 10.0:
-            raise SpecError("policy.scale", f"must be a number in [0, 10] (action units), got {scale!r}")
-        base_options = options.get("base_options", {})
-        if not isinstance(base_options, Mapping):
-            raise SpecError("policy.base_options", f"must be a table of the base policy's options, got {base_options!r}")
-        return NoisyConfig(base=base, scale=float(scale), base_options=dict(base_options))
+        return from_table(NoisyConfig, options, "policy.", unknown="unknown option for policy 'noisy'; allowed: "
+                          "{allowed} (options of the wrapped policy go in `base_options`)")
 
 
 class NoisyPolicy:
@@ -99,6 +96,16 @@ class NoisyPolicy:
     def reset(self) -> None:
         self.base.reset()
 
+    def batch_invariant(self, rows: int) -> NoisyPolicy:
+        """The base's batch-invariant form (the noise is per request already); self if the base has none."""
+        invariant = getattr(self.base, "batch_invariant", None)
+        return self if invariant is None else NoisyPolicy(invariant(rows), self.scale)
+
+    def warm_up(self, batch_sizes: Sequence[int] | None = None) -> float:
+        """The base's warm-up (seconds; 0 if it has none)."""
+        warm = getattr(self.base, "warm_up", None)
+        return 0.0 if warm is None else warm(batch_sizes)
+
 
 def make_noisy(options: Mapping[str, Any], env_family: str) -> NoisyPolicy:
     """Registry factory: validate the options, build the base policy from `base_options`, wrap it."""
@@ -111,8 +118,7 @@ def make_noisy(options: Mapping[str, Any], env_family: str) -> NoisyPolicy:
     try:
         base = make_policy(config.base, config.base_options, env_family)
     except SpecError as exc:  # the base's own key, seen from the spec: policy.base_options.<key>
-        key = exc.key[len("policy."):] if exc.key.startswith("policy.") else exc.key
-        raise SpecError(f"policy.base_options.{key}", str(exc).split(": ", 1)[-1]) from exc
+        raise SpecError(f"policy.base_options.{exc.key.removeprefix('policy.')}", exc.message) from exc
     return NoisyPolicy(base, config.scale)
 
 
@@ -129,4 +135,4 @@ def validate_noisy(context: PolicyContext, check_files: bool) -> None:
         validate_policy(base, check_files)
     except SpecError as exc:  # name the key where the user wrote it
         key = exc.key if not exc.key.startswith("policy.") else f"policy.base_options.{exc.key[len('policy.'):]}"
-        raise SpecError(key, str(exc).split(": ", 1)[-1]) from exc
+        raise SpecError(key, exc.message) from exc

@@ -3,13 +3,19 @@
 Requests from all workers queue on the replica's event loop; a batch is cut when `max_batch`
 requests of the same kind wait or `max_wait_s` has passed since the oldest arrived, whichever comes
 first, and runs in a single model thread while new requests keep queueing. Kinds: `predict`
-(policy mode), and for world-model policies `imagine` ([s,a] -> [s',V]) and `value` ([s,a,s'] -> V),
-each with its own denoising step count; only requests of one kind and step count share a batch. With `pad_to` set (deterministic mode),
-every model call sees exactly that batch size (padded with copies of the first request), so a
-request's numerics never depend on its batch-mates; per-request noise comes from its own seed.
-The policy is built, compiled and warmed up for every batch size up to max_batch at load, on the
-thread that runs the batches. Clients (ReplicaClient) run the policy's `request_preparer` on their
-observations before sending (Cosmos: the camera images' JPEG round trip and resize).
+(policy mode), and for world-model policies `imagine` ([s,a] -> [s',V]) and `value` ([s,a,s'] -> V).
+Each request of those two carries its own denoising step count: a policy with `per_request_steps`
+(Cosmos) runs a batch of mixed counts in one sampler, for any other only requests of one count share
+a batch. Value requests with and without `mask_current_state_action` never share one.
+
+Determinism (`[serving] deterministic`, the default): the replica serves the policy's
+`batch_invariant(fixed_batch)` form (policies/contract.py; Cosmos: batch-invariant GEMMs on CUDA,
+every call on fixed_batch rows on the CPU), so a request's numerics never depend on its batch-mates,
+the batch size or the replica; per-request noise comes from its own seed. A policy without
+`batch_invariant` computes each request on its own (the Policy contract), so it needs nothing. The
+replica is the only place a served policy is warmed up, for every batch size up to max_batch, on the
+thread that runs the batches. Clients (ReplicaClient) run the policy's `request_preparer` on their observations
+before sending (Cosmos: the camera images' JPEG round trip and resize).
 
     replica = PolicyReplica.options(num_gpus=1).remote("cosmos", {...}, "libero", max_batch=16)
     prediction = ray.get(replica.predict.remote(obs, seed))
@@ -22,7 +28,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import ray
@@ -31,10 +37,14 @@ from robofleet.envs.contract import Observation
 from robofleet.policies.contract import Prediction, PreparedObservation
 
 
+Kind = tuple[str, int | None, bool]  # (method, step count or None, value masking): requests of one kind share a batch
+
+
 @dataclass(eq=False)
 class _Request:
-    kind: tuple[str, int | None]  # (method, denoising steps or None for the policy's default)
+    kind: Kind
     args: tuple
+    steps: int | None  # denoising steps of this request (None: the policy's default)
     seed: int
     future: asyncio.Future
     arrived: float
@@ -45,22 +55,25 @@ class PolicyReplica:
     """An async Ray actor holding one Policy. Resources (num_gpus, num_cpus) come from `.options()`."""
 
     def __init__(self, policy_name: str, options: Mapping[str, Any], env_family: str, max_batch: int = 8,
-                 max_wait_s: float = 0.005, pad_to: int | None = None, replica_index: int = 0):
+                 max_wait_s: float = 0.005, fixed_batch: int | None = None, replica_index: int = 0):
         from robofleet.policies.registry import make_policy
 
         started = time.perf_counter()
         # Built, compiled and warmed up on the thread that will run every batch: CUDA-graph trees
         # are kept per thread, so graphs recorded on another thread would be recorded again.
         self._model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy")
-        self.policy = self._model_thread.submit(make_policy, policy_name, options, env_family).result()
-        if hasattr(self.policy, "warm_up"):  # every batch size this replica will run, before the first request
-            sizes = [pad_to] if pad_to else list(range(1, max_batch + 1))
-            self._model_thread.submit(self.policy.warm_up, sizes).result()
+        policy = self._model_thread.submit(make_policy, policy_name, options, env_family).result()
+        if fixed_batch is not None and hasattr(policy, "batch_invariant"):
+            policy = self._model_thread.submit(policy.batch_invariant, fixed_batch).result()
+        if hasattr(policy, "warm_up"):  # before the first request, every batch size it may see
+            self._model_thread.submit(policy.warm_up, list(range(1, max_batch + 1))).result()
+        self.policy = policy
         self.load_s = time.perf_counter() - started
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self.pad_to = pad_to
+        self.fixed_batch = fixed_batch
         self.replica_index = replica_index
+        self._mixed_steps = bool(getattr(policy, "per_request_steps", False))
         self._queue: list[_Request] = []
         self._in_model = 0  # requests of the batch the model thread is running now
         self._wakeup: asyncio.Event | None = None
@@ -82,25 +95,28 @@ class PolicyReplica:
         return getattr(self.policy, "request_preparer", None)
 
     async def predict(self, obs: Observation, seed: int) -> Prediction:
-        """One policy request; resolved when its batch has run. Stats: queue_s, model_s, batch_size, replica."""
-        return await self._submit(("predict", None), (obs,), seed)
+        """One policy request; resolved when its batch has run. Stats: queue_s, model_s, batch_size, network_rows, replica."""
+        return await self._submit("predict", (obs,), seed)
 
-    async def imagine(self, obs: Observation, actions: np.ndarray, seed: int, num_steps: int | None = None) -> Any:
-        """World model: the future state and value after executing `actions` (K, d_act) from `obs`."""
-        return await self._submit(("imagine", num_steps), (obs, actions), seed)
+    async def imagine(self, obs: Observation, actions: Any, seed: int, num_steps: int | None = None) -> Any:
+        """World model: the future state and value after executing `actions` (K, d_act) from `obs`
+        (or a proposal's Prediction carrying its latents), with `num_steps` evaluations."""
+        return await self._submit("imagine", (obs, actions), seed, num_steps)
 
     async def value(self, obs: Observation, actions: np.ndarray, future: Any, seed: int,
-                    num_steps: int | None = None) -> Any:
-        """Value function: V in [0, 1] of `future` reached by `actions` from `obs`."""
-        return await self._submit(("value", num_steps), (obs, actions, future), seed)
+                    num_steps: int | None = None, mask_current_state_action: bool = False) -> Any:
+        """Value function: V in [0, 1] of `future` reached by `actions` from `obs`, with `num_steps`
+        evaluations; masking as the policy's `value` takes it."""
+        return await self._submit("value", (obs, actions, future), seed, num_steps, mask_current_state_action)
 
-    async def _submit(self, kind: tuple[str, int | None], args: tuple, seed: int) -> Any:
+    async def _submit(self, method: str, args: tuple, seed: int, steps: int | None = None, mask: bool = False) -> Any:
         if self._loop_task is None:
             self._wakeup = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
         future = asyncio.get_running_loop().create_future()
         self._prepared_by_clients += isinstance(args[0], PreparedObservation)
-        self._queue.append(_Request(kind, args, int(seed), future, time.perf_counter()))
+        kind = (method, None if self._mixed_steps else steps, bool(mask))
+        self._queue.append(_Request(kind, args, steps, int(seed), future, time.perf_counter()))
         self._wakeup.set()
         return await future
 
@@ -138,7 +154,10 @@ class PolicyReplica:
             for r, result in zip(batch, results):
                 self._queue_s.append(cut - r.arrived)
                 if isinstance(result, Prediction):
+                    # batch_size: the requests served together; network_rows: the rows of the policy's
+                    # network calls (its own batch_size stat: fixed_batch when deterministic)
                     stats = {**result.stats, "queue_s": cut - r.arrived, "model_s": model_s,
+                             "network_rows": result.stats.get("batch_size", len(batch)),
                              "batch_size": len(batch), "replica": self.replica_index}
                     result = replace(result, stats=stats)
                 if not r.future.done():
@@ -155,24 +174,23 @@ class PolicyReplica:
                 total, count = self._phase_s.get(key, (0.0, 0))
                 self._phase_s[key] = (total + float(value), count + 1)
 
-    def _count(self, kind: tuple[str, int | None]) -> int:
+    def _count(self, kind: Kind) -> int:
         return sum(1 for r in self._queue if r.kind == kind)
 
-    def _run_batch(self, kind: tuple[str, int | None], batch: list[_Request]) -> tuple[list[Any], float]:
+    def _run_batch(self, kind: Kind, batch: list[_Request]) -> tuple[list[Any], float]:
         columns = [list(c) for c in zip(*(r.args for r in batch))]
         seeds = [r.seed for r in batch]
-        if self.pad_to is not None and len(batch) < self.pad_to:
-            pad = self.pad_to - len(batch)
-            columns = [c + [c[0]] * pad for c in columns]
-            seeds += [seeds[0]] * pad
-        method, num_steps = kind
+        method, steps, mask = kind
         started = time.perf_counter()
         if method == "predict":
             results = self.policy.predict(columns[0], seeds)
         else:
-            results = getattr(self.policy, method)(*columns, seeds, num_steps=num_steps)
+            kwargs: dict[str, Any] = {"num_steps": [r.steps for r in batch] if self._mixed_steps else steps}
+            if mask:
+                kwargs["mask_current_state_action"] = True
+            results = getattr(self.policy, method)(*columns, seeds, **kwargs)
         _synchronize()
-        return list(results)[: len(batch)], time.perf_counter() - started
+        return list(results), time.perf_counter() - started
 
     async def pending(self) -> int:
         """Requests accepted and not yet answered: queued, or in the batch the model is running."""
@@ -229,7 +247,11 @@ class ReplicaClient:
 
     preparer: the policy's `request_preparer` (from `PolicyReplica.request_preparer`), run here on
     every observation before it is sent, so that the replica's process only feeds its GPU.
+    `imagine` / `value` take one step count for all requests or one per request (`per_request_steps`):
+    a planner sends a whole ensemble stage in one call and the replicas batch it.
     """
+
+    per_request_steps = True
 
     def __init__(self, replicas: list[Any], chunk_size: int | None, worker_index: int = 0,
                  preparer: Callable[[Observation], Observation] | None = None):
@@ -241,17 +263,20 @@ class ReplicaClient:
         self._next = worker_index % len(replicas)
 
     def predict(self, observations: list[Observation], seeds: list[int]) -> list[Prediction]:
-        return self._fan_out("predict", list(zip(self._prepare(observations))), seeds, {})
+        return self._fan_out("predict", list(zip(self._prepare(observations))), seeds, [{}] * len(seeds))
 
-    def imagine(self, observations: list[Observation], actions: list[np.ndarray], seeds: list[int],
-                num_steps: int | None = None) -> list[Any]:
+    def imagine(self, observations: list[Observation], actions: list[Any], seeds: list[int],
+                num_steps: int | Sequence[int] | None = None) -> list[Any]:
         args = list(zip(self._prepare(observations), actions))
-        return self._fan_out("imagine", args, seeds, {"num_steps": num_steps})
+        return self._fan_out("imagine", args, seeds, [{"num_steps": n} for n in _per_request(num_steps, len(seeds))])
 
     def value(self, observations: list[Observation], actions: list[np.ndarray], futures: list[Any],
-              seeds: list[int], num_steps: int | None = None) -> list[Any]:
+              seeds: list[int], num_steps: int | Sequence[int] | None = None,
+              mask_current_state_action: bool = False) -> list[Any]:
         args = list(zip(self._prepare(observations), actions, futures))
-        return self._fan_out("value", args, seeds, {"num_steps": num_steps})
+        kwargs = [{"num_steps": n, "mask_current_state_action": mask_current_state_action}
+                  for n in _per_request(num_steps, len(seeds))]
+        return self._fan_out("value", args, seeds, kwargs)
 
     def _prepare(self, observations: list[Observation]) -> list[Observation]:
         """Each distinct observation prepared once (best-of-N sends one observation N times)."""
@@ -263,13 +288,13 @@ class ReplicaClient:
                 prepared[id(obs)] = self.preparer(obs)
         return [prepared[id(obs)] for obs in observations]
 
-    def _fan_out(self, method: str, args: list[tuple], seeds: list[int], kwargs: dict[str, Any]) -> list[Any]:
+    def _fan_out(self, method: str, args: list[tuple], seeds: list[int], kwargs: list[dict[str, Any]]) -> list[Any]:
         sent = []
-        for a, seed in zip(args, seeds):
+        for a, seed, kw in zip(args, seeds, kwargs):
             index = self._next
             self._next = (self._next + 1) % len(self.replicas)
-            sent.append((a, seed, index, getattr(self.replicas[index], method).remote(*a, seed, **kwargs)))
-        return [self._get_with_failover(method, a, seed, index, ref, kwargs) for a, seed, index, ref in sent]
+            sent.append((a, seed, kw, index, getattr(self.replicas[index], method).remote(*a, seed, **kw)))
+        return [self._get_with_failover(method, a, seed, index, ref, kw) for a, seed, kw, index, ref in sent]
 
     def _get_with_failover(self, method: str, args: tuple, seed: int, index: int, ref: Any,
                            kwargs: dict[str, Any]) -> Any:
@@ -287,3 +312,13 @@ class ReplicaClient:
 
     def reset(self) -> None:
         pass
+
+
+def _per_request(num_steps: int | Sequence[int] | None, count: int) -> list[int | None]:
+    """One step count (or None: the policy's default) per request."""
+    if num_steps is None or isinstance(num_steps, (int, np.integer)):
+        return [None if num_steps is None else int(num_steps)] * count
+    steps = [int(n) for n in num_steps]
+    if len(steps) != count:
+        raise ValueError(f"{count} requests but {len(steps)} step counts")
+    return steps

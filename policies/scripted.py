@@ -50,6 +50,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from robofleet.envs.contract import Observation
+from robofleet.platform.config_fields import from_table, number, setting
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.policies.contract import StepwiseExpert
 from robofleet.policies.scripted_kinematics import MAX_REACH, base_position, eef_velocity, reach
@@ -81,30 +82,21 @@ class UnsupportedGoalError(RobofleetError):
 class ScriptedConfig:
     """Tunables of the scripted expert (the `[policy]` table's options)."""
 
-    speed: float = 1.0  # cap on |position action| in (0, 1]; 1.0 moves up to ~1.2 cm per step
-    clearance: float = 0.05  # m the carried object's bottom clears the target rim and obstacles by
-    safe_height: float = 0.25  # m above the target's base the object's bottom travels at (clears
-    # fixtures the observation does not show: the cabinet top is 0.22 m above the table)
-    approach_height: float = 0.08  # m above the grasp point where the descent starts
+    # cap on |position action| in (0, 1]; 1.0 moves up to ~1.2 cm per step
+    speed: float = setting(1.0, number, minimum=0.05, maximum=1.0)
+    # m the carried object's bottom clears the target rim and obstacles by
+    clearance: float = setting(0.05, number, minimum=0.0, maximum=0.3)
+    # m above the target's base the object's bottom travels at (clears fixtures the observation does
+    # not show: the cabinet top is 0.22 m above the table)
+    safe_height: float = setting(0.25, number, minimum=0.0, maximum=0.4)
+    # m above the grasp point where the descent starts
+    approach_height: float = setting(0.08, number, minimum=0.02, maximum=0.3)
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> "ScriptedConfig":
         """Validate `[policy]` options; SpecError names the key, the value and what is allowed."""
-        bounds = {
-            "speed": (0.05, 1.0),
-            "clearance": (0.0, 0.3),
-            "safe_height": (0.0, 0.4),
-            "approach_height": (0.02, 0.3),
-        }
-        values: dict[str, float] = {}
-        for key, value in options.items():
-            if key not in bounds:
-                raise SpecError(f"policy.{key}", f"unknown option for policy 'scripted'; allowed: {', '.join(bounds)}")
-            lo, hi = bounds[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-                raise SpecError(f"policy.{key}", f"must be a number in [{lo}, {hi}], got {value!r}")
-            values[key] = float(value)
-        return ScriptedConfig(**values)
+        return from_table(ScriptedConfig, options, "policy.",
+                          unknown="unknown option for policy 'scripted'; allowed: {allowed}")
 
 
 # -- the goal, resolved against the observation -------------------------------------------------

@@ -29,12 +29,13 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from robofleet.envs.contract import Observation
+from robofleet.platform.config_fields import from_table, number, setting
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.policies.contract import StepwiseExpert
 
@@ -52,36 +53,31 @@ class UnsupportedTaskError(RobofleetError):
     """The scripted Lift expert got an observation of another task."""
 
 
+def _float_within(value: Any, key: str, **bounds: Any) -> float:
+    """A number ("must be a number, got ..."), then its bounds checked on the float (the text shows 2 as 2.0)."""
+    return number(number(value, key), key, **bounds)
+
+
 @dataclass(frozen=True)
 class LiftConfig:
     """Tunables of the scripted Lift expert (the `[policy]` table's options)."""
 
-    speed: float = 1.0  # cap on |position action| in (0, 1]; 1.0 = up to 5 cm of OSC goal offset per step
-    gain: float = 10.0  # position action per metre of error (before the cap)
-    approach_height: float = 0.06  # m above the cube's centre where the descent starts
-    grasp_depth: float = 0.0  # m below the cube's centre the fingertips' centre aims at
+    # cap on |position action| in (0, 1]; 1.0 = up to 5 cm of OSC goal offset per step
+    speed: float = setting(1.0, _float_within, above=0, maximum=1, message="must be in (0, 1], got {value}")
+    # position action per metre of error (before the cap)
+    gain: float = setting(10.0, _float_within, above=0, message="must be > 0, got {value}")
+    # m above the cube's centre where the descent starts
+    approach_height: float = setting(0.06, _float_within, minimum=0.02, maximum=0.3,
+                                     message="must be in [0.02, 0.3] m, got {value}")
+    # m below the cube's centre the fingertips' centre aims at
+    grasp_depth: float = setting(0.0, _float_within, minimum=-0.02, maximum=0.02,
+                                 message="must be in [-0.02, 0.02] m, got {value}")
 
     @staticmethod
     def from_options(options: Mapping[str, Any]) -> "LiftConfig":
         """Validate `[policy]` options; SpecError names the key, the value and what is allowed."""
-        names = [f.name for f in fields(LiftConfig)]
-        values = {}
-        for key, value in options.items():
-            if key not in names:
-                raise SpecError(f"policy.{key}", f"unknown option for the scripted Lift expert; allowed: {', '.join(names)}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise SpecError(f"policy.{key}", f"must be a number, got {value!r}")
-            values[key] = float(value)
-        config = LiftConfig(**values)
-        if not 0 < config.speed <= 1:
-            raise SpecError("policy.speed", f"must be in (0, 1], got {config.speed}")
-        if config.gain <= 0:
-            raise SpecError("policy.gain", f"must be > 0, got {config.gain}")
-        if not 0.02 <= config.approach_height <= 0.3:
-            raise SpecError("policy.approach_height", f"must be in [0.02, 0.3] m, got {config.approach_height}")
-        if not -0.02 <= config.grasp_depth <= 0.02:
-            raise SpecError("policy.grasp_depth", f"must be in [-0.02, 0.02] m, got {config.grasp_depth}")
-        return config
+        return from_table(LiftConfig, options, "policy.",
+                          unknown="unknown option for the scripted Lift expert; allowed: {allowed}")
 
 
 def plan_step(obs: Observation, config: LiftConfig) -> tuple[np.ndarray, dict[str, Any]]:

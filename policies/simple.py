@@ -5,26 +5,29 @@ Both return chunks of `chunk_size` actions of dimension 7 (LIBERO's delta EEF po
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from robofleet.envs.contract import Observation
-from robofleet.platform.errors import SpecError
+from robofleet.platform.config_fields import INTEGER_IN_RANGE, from_table, integer, setting
 from robofleet.platform.seeds import generator
 from robofleet.policies.contract import Prediction
 
 ACTION_DIM = 7
 
 
+@dataclass(frozen=True)
+class ChunkOptions:
+    """The [policy] options of `zero` and `random`."""
+
+    chunk_size: int = setting(8, integer, minimum=1, message=INTEGER_IN_RANGE)  # actions per chunk
+
+
 def _chunk_size(options: Mapping[str, Any], name: str) -> int:
-    for key in options:
-        if key != "chunk_size":
-            raise SpecError(f"policy.{key}", f"unknown option for policy {name!r}; allowed: chunk_size")
-    size = options.get("chunk_size", 8)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise SpecError("policy.chunk_size", f"must be an integer >= 1, got {size!r}")
-    return size
+    unknown = f"unknown option for policy {name!r}; allowed: {{allowed}}"
+    return from_table(ChunkOptions, options, "policy.", unknown=unknown).chunk_size
 
 
 class ZeroPolicy:

@@ -35,13 +35,12 @@ def small_spec(**overrides):
     return spec
 
 
-def served(ray, spec):
+def served(ray, spec, **options):
     """`robofleet serve`'s server for `spec` on a free loopback port (a generator for module fixtures):
-    yields the running server, then stops it and its replicas."""
+    yields the running server, then stops it and its replicas (actors, or the in-process one)."""
     from robofleet.platform.serve import ServeOptions, start_server
 
-    running = start_server(spec, ServeOptions(port=0))
+    running = start_server(spec, ServeOptions(port=0, **options))
     yield running
     running.stop()
-    for replica in running.server.replicas:
-        ray.kill(replica)
+    running.server.replicas.close()

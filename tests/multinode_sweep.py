@@ -1,5 +1,6 @@
 """A run over a real multi-node Ray cluster on this machine (ray.cluster_utils.Cluster: one raylet per
-node, each with its own CPUs), undisturbed and with a node killed mid-run and another joining.
+node, each with its own CPUs, on loopback addresses: tests/loopback_cluster.py), undisturbed and with a
+node killed mid-run and another joining.
 
 Run by tests/test_multinode.py in its own process (the Ray cluster of the other tests must not be
 joined). Prints one JSON line with what happened.
@@ -13,7 +14,7 @@ import time
 from pathlib import Path
 
 import ray
-from ray.cluster_utils import Cluster
+from loopback_cluster import add_node, loopback_cluster
 
 from robofleet.platform.results import RunStore  # noqa: F401 - import before Ray starts workers
 from robofleet.platform.runner import run
@@ -35,16 +36,10 @@ def rows(out: Path) -> list[dict]:
 
 
 def main(root: Path) -> None:
-    # node deaths detected within ~2 s (Ray's default health checks take ~30 s)
-    fast_health = {"health_check_initial_delay_ms": 1000, "health_check_period_ms": 500,
-                   "health_check_failure_threshold": 3}
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": fast_health})
-    doomed = cluster.add_node(num_cpus=2)
-    cluster.wait_for_nodes()
     spec = spec_from_dict(SPEC)
     report: dict = {}
-    try:
-        ray.init(address=cluster.address)
+    with loopback_cluster(head_cpus=1) as cluster:  # node deaths detected within ~2 s
+        doomed = add_node(cluster, "127.0.0.3", num_cpus=2)
         report["nodes_at_start"] = len([n for n in ray.nodes() if n["Alive"]])
         run(spec, root / "undisturbed", progress=False)
         # disturbed: the 2-CPU node dies once 2 episodes are recorded; a new 2-CPU node joins later.
@@ -66,15 +61,12 @@ def main(root: Path) -> None:
         cluster.remove_node(doomed, allow_graceful=False)
         time.sleep(4)
         events["joined_after_rows"] = len(rows(root / "disturbed"))
-        cluster.add_node(num_cpus=2)
+        add_node(cluster, "127.0.0.4", num_cpus=2)
         events["cpus_after_join"] = ray.cluster_resources().get("CPU")
         thread.join(timeout=900)
         if failure or thread.is_alive():
             raise RuntimeError(f"the disturbed run failed: {failure or 'still running'}")
         report["events"] = events
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     key = ("episode_id", "success", "steps", "final_state", "error")
     report["undisturbed"] = [{k: r[k] for k in (*key, "attempts", "worker")} for r in rows(root / "undisturbed")]
     report["disturbed"] = [{k: r[k] for k in (*key, "attempts", "worker")} for r in rows(root / "disturbed")]

@@ -530,7 +530,7 @@ def test_a_replica_killed_mid_plan_does_not_lose_the_step(ray_cluster):
 
     ray = ray_cluster
     replicas = [PolicyReplica.options(num_cpus=0.25, max_restarts=2, max_task_retries=2).remote(
-        "cosmos", {"config": "tiny", "device": "cpu"}, "libero", max_batch=2, max_wait_s=0.02, pad_to=2,
+        "cosmos", {"config": "tiny", "device": "cpu"}, "libero", max_batch=2, max_wait_s=0.02, fixed_batch=2,
         replica_index=i) for i in range(2)]
     try:
         ray.get([r.ready.remote() for r in replicas])

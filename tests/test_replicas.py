@@ -105,30 +105,68 @@ def test_a_replica_killed_with_a_request_pending_restarts_and_the_run_matches_an
     assert result["overall"]["errors"] == 0
 
 
-def test_padded_batches_make_a_request_independent_of_its_batch_mates(ray_cluster):
+def _image_obs(rng: np.random.Generator) -> Observation:
+    images = {k: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for k in ("agentview", "robot0_eye_in_hand")}
+    return Observation(images=images, proprio=rng.normal(size=9).astype(np.float32),
+                       instruction="pick up the alphabet soup and place it in the basket")
+
+
+def test_fixed_batch_makes_a_request_bitwise_independent_of_batch_mates_batch_size_and_replica(ray_cluster):
+    """Issue 21's property on CPU: one request, served alone and inside batches of 3, 7 and 16 whose other
+    requests differ every time, on two replicas with fixed_batch = 4 (so the batches run as 1, 1, 2 and 4
+    network calls, the last one padded): the same action chunk, bit for bit."""
+    from robofleet.policies.replica import PolicyReplica
+
+    ray = ray_cluster
+    replicas = [PolicyReplica.options(num_cpus=0.25).remote("cosmos", {"config": "tiny", "device": "cpu"}, "libero",
+                                                            max_batch=16, max_wait_s=1.0, fixed_batch=4,
+                                                            replica_index=i) for i in range(2)]
+    rng = np.random.default_rng(0)
+    target = _image_obs(rng)
+    try:
+        answers = []
+        for replica, size in ((replicas[0], 1), (replicas[0], 7), (replicas[1], 16), (replicas[1], 3)):
+            position = int(rng.integers(size))
+            refs = [replica.predict.remote(_image_obs(rng), 100 + i) for i in range(position)]
+            refs.append(replica.predict.remote(target, 11))
+            refs += [replica.predict.remote(_image_obs(rng), 200 + i) for i in range(size - position - 1)]
+            prediction = ray.get(refs)[position]
+            assert prediction.stats["batch_size"] == size, "the requests were served as one batch"
+            assert prediction.stats["network_rows"] == 4, "every network call ran on fixed_batch rows"
+            answers.append(prediction.actions)
+        assert all(np.array_equal(answers[0], other) for other in answers[1:])
+        preparer = ray.get(replicas[0].request_preparer.remote())
+        prepared = ray.get(replicas[0].predict.remote(preparer(target), 11))
+        assert np.array_equal(answers[0], prepared.actions), "images prepared by the client: the same result"
+        other = ray.get(replicas[0].predict.remote(target, 12))
+        assert not np.array_equal(answers[0], other.actions), "the seed reaches the network"
+    finally:
+        for replica in replicas:
+            ray.kill(replica)
+
+
+def test_mixed_step_counts_share_one_batch_and_equal_each_request_alone(ray_cluster):
+    """World-model requests of 1, 2 and 3 denoising steps reach a Cosmos replica together: one batch (the
+    policy's per-request step counts), each result equal to the request served on its own."""
     from robofleet.policies.replica import PolicyReplica
 
     ray = ray_cluster
     replica = PolicyReplica.options(num_cpus=0.25).remote("cosmos", {"config": "tiny", "device": "cpu"}, "libero",
-                                                          max_batch=3, max_wait_s=0.5, pad_to=3)
-    rng = np.random.default_rng(0)
-
-    def obs(i: int) -> Observation:
-        images = {k: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for k in ("agentview", "robot0_eye_in_hand")}
-        return Observation(images=images, proprio=rng.normal(size=9).astype(np.float32),
-                           instruction="pick up the alphabet soup and place it in the basket")
-
-    target = obs(0)
-    alone = ray.get(replica.predict.remote(target, 11))
-    together = ray.get([replica.predict.remote(target, 11), replica.predict.remote(obs(1), 12),
-                        replica.predict.remote(obs(2), 13)])
-    assert together[0].stats["batch_size"] == 3 and alone.stats["batch_size"] == 1
-    assert np.array_equal(alone.actions, together[0].actions)
-    assert not np.array_equal(together[0].actions, together[1].actions)
-    preparer = ray.get(replica.request_preparer.remote())
-    prepared = ray.get(replica.predict.remote(preparer(target), 11))
-    assert np.array_equal(alone.actions, prepared.actions), "images prepared by the client: the same result"
-    ray.kill(replica)
+                                                          max_batch=3, max_wait_s=1.0, fixed_batch=2)
+    rng = np.random.default_rng(1)
+    obs = _image_obs(rng)
+    chunk = rng.uniform(-1, 1, (16, 7)).astype(np.float32)
+    try:
+        together = ray.get([replica.imagine.remote(obs, chunk, 5, num_steps=n) for n in (1, 2, 3)])
+        assert [p.stats["batch_size"] for p in together] == [3, 3, 3]
+        for steps, batched in zip((1, 2, 3), together):
+            alone = ray.get(replica.imagine.remote(obs, chunk, 5, num_steps=steps))
+            assert alone.stats["batch_size"] == 1
+            assert np.array_equal(alone.future_proprio, batched.future_proprio) and alone.value == batched.value
+        assert len({float(p.value) for p in together}) > 1 or not np.array_equal(
+            together[0].future_proprio, together[2].future_proprio), "the step counts were applied"
+    finally:
+        ray.kill(replica)
 
 
 def test_replica_stats_are_json(ray_cluster):

@@ -1,5 +1,6 @@
 """`robofleet serve`: real clients (openpi-client, the reference's requests + json_numpy) against a real
-server on 127.0.0.1, in front of a real PolicyReplica (the `random` policy on CPU)."""
+server on 127.0.0.1, in front of a real PolicyReplica (the `random` policy on CPU): in the server's
+process ([serving] replicas = 0, the default) and, where it matters, as a Ray actor (replicas = 1)."""
 from __future__ import annotations
 
 import json
@@ -41,12 +42,22 @@ def expected_actions(seed: int) -> np.ndarray:
     return RandomPolicy(chunk_size=4).predict([None], [seed])[0].actions
 
 
+def serve_spec(replicas: int, **serving):
+    return spec_from_dict(small_spec(env={**small_spec()["env"], "render_cameras": True},
+                                     serving={"replicas": replicas, "max_batch": 8, "max_wait_ms": 5.0,
+                                              "cpus_per_replica": 0.5, **serving}))
+
+
 @pytest.fixture(scope="module")
-def server(ray_cluster):
-    spec = spec_from_dict(small_spec(env={**small_spec()["env"], "render_cameras": True},
-                                     serving={"replicas": 1, "max_batch": 8, "max_wait_ms": 5.0,
-                                              "cpus_per_replica": 0.5}))
-    yield from served(ray_cluster, spec)
+def server():
+    """The default: the policy in the server's process (no Ray)."""
+    yield from served(None, serve_spec(0))
+
+
+@pytest.fixture(scope="module")
+def actor_server(ray_cluster):
+    """The same policy as one PolicyReplica actor."""
+    yield from served(ray_cluster, serve_spec(1))
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +79,14 @@ def ws_send(url: str, frame, **connect) -> object:
             return exc
 
 
-def test_openpi_client_gets_metadata_and_the_policys_chunk(server):
+@pytest.mark.parametrize("backend", ["server", "actor_server"])
+def test_openpi_client_gets_metadata_and_the_policys_chunk(request, backend):
+    server = request.getfixturevalue(backend)
     openpi = pytest.importorskip("openpi_client.websocket_client_policy")
     client = openpi.WebsocketClientPolicy(server.ws_url)
     metadata = client.get_server_metadata()
     assert metadata["server"] == "robofleet" and metadata["policy"] == "random" and metadata["chunk_size"] == 4
+    assert metadata["backend"] == {"server": "in_process", "actor_server": "actors"}[backend]
     reply = client.infer(openpi_request())
     np.testing.assert_array_equal(reply["actions"], expected_actions(SEED))
     assert reply["server_timing"]["infer_ms"] > 0
@@ -196,8 +210,10 @@ def test_a_client_that_leaves_mid_request_does_not_disturb_others(server):
     assert openpi.WebsocketClientPolicy(server.ws_url).infer(openpi_request())["actions"].shape == (4, 7)
 
 
-def test_100_concurrent_clients_are_all_served_in_shared_batches(server, ray_cluster):
-    before = ray_cluster.get(server.server.replicas[0].stats.remote())
+@pytest.mark.parametrize("backend", ["server", "actor_server"])
+def test_100_concurrent_clients_are_all_served_in_shared_batches(request, backend):
+    server = request.getfixturevalue(backend)
+    before = dict(server.server.batch_sizes)
     results, errors = [], []
 
     def client(i: int) -> None:
@@ -219,9 +235,9 @@ def test_100_concurrent_clients_are_all_served_in_shared_batches(server, ray_clu
 
     for i, reply in results:
         np.testing.assert_array_equal(unpack_msgpack(reply, 1 << 20)["actions"], expected_actions(i))
-    after = ray_cluster.get(server.server.replicas[0].stats.remote())
-    assert after["requests"] - before["requests"] == 100
-    sizes = {int(k) for k, v in after["batch_size_histogram"].items() if v > before["batch_size_histogram"].get(k, 0)}
+    after = server.server.batch_sizes
+    assert sum(after.values()) - sum(before.values()) == 100
+    sizes = {k for k, v in after.items() if v > before.get(k, 0)}
     assert max(sizes) > 1, "concurrent clients share batches"
 
 

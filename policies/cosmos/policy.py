@@ -72,6 +72,7 @@ class InferenceSettings:
     return_future_images: bool = False  # VAE-decode the predicted future camera images
     return_latents: bool = False  # predict: attach the latent sample (imagine always does, for value())
     pad_to: int = 0  # run batches at exactly this size (0: as given)
+    encode_rows: int = 0  # most rows per VAE encode call (0: the whole batch; 1: batch-invariant encodes)
     vae_encode: str = "needed"  # "needed": encode only the latent frames the DiT reads (exact; causal_encode.py) | "full"
     profile: bool = False  # synchronise the GPU between phases for a true per-phase time split
     network_batch: int = 64  # most rows per DiT call when pad_to is 0 (a planning stage can hold 120)
@@ -125,6 +126,23 @@ class CosmosPolicy:
         settings = replace(self.settings, **changes)
         return CosmosPolicy(self.network, self.layout, self.stats, self.embeddings, settings, self.camera_keys)
 
+    def batch_invariant(self, rows: int) -> CosmosPolicy:
+        """This policy in a form whose per-request results are bitwise independent of batch-mates and batch
+        size. On CUDA: the DiT's Linear layers through one fixed-tiling GEMM (invariant_matmul.py, shared
+        with this policy: call before the first compiled call) and one VAE encode per row, batches as
+        they come. On the CPU, whose kernels are invariant at a fixed shape: every call on `rows` rows."""
+        if self.network.device.type != "cuda":
+            return self.with_settings(pad_to=int(rows))
+        from robofleet.platform.errors import SpecError
+        from robofleet.policies.cosmos.fp8 import Fp8Linear
+        from robofleet.policies.cosmos.invariant_matmul import make_batch_invariant
+
+        if any(isinstance(m, Fp8Linear) for m in self.network.transformer.modules()):
+            raise SpecError("serving.deterministic", "an FP8 DiT (dit_precision = \"fp8\") has no batch-invariant "
+                            "form: serve it with deterministic = false, or use dit_precision = \"bf16\"")
+        make_batch_invariant(self.network.transformer)
+        return self.with_settings(pad_to=0, encode_rows=1)
+
     def warm_up(self, batch_sizes: Sequence[int] | None = None) -> float:
         """Run the compiled parts (DiT, VAE encode) on every batch shape this policy will see; returns seconds.
 
@@ -133,16 +151,18 @@ class CosmosPolicy:
         ("reduce-overhead"), each new batch size is also recorded once, on its second call. A compiled
         VAE encode likewise (a static graph, then a dynamic-batch one). Doing it here puts that time into the
         policy's load time, not into the first episodes.
-        batch_sizes: default (pad_to,) with pad_to, else (1, 2) (the two compiles); a replica passes
-        every size up to its max_batch. Each size runs twice (warm-up, then CUDA-graph recording).
+        batch_sizes: default (1, 2) (the two compiles); a replica passes every size up to its max_batch.
+        With pad_to set, (pad_to,) whatever is given: that is the only shape the network sees. Each size runs twice (warm-up, then CUDA-graph recording).
         With nothing compiled (eager DiT and VAE) there is nothing to warm up: returns 0 at once.
         """
         began = time.perf_counter()
         dit, vae = self.network.compiled[0] != "none", self.network.vae_compiled is not None
         if not (dit or vae):
             return 0.0
-        if batch_sizes is None:
-            batch_sizes = (self.settings.pad_to,) if self.settings.pad_to else (1, 2)
+        if self.settings.pad_to:  # every call runs on pad_to rows, whatever the batch
+            batch_sizes = (self.settings.pad_to,)
+        elif batch_sizes is None:
+            batch_sizes = (1, 2)
         needed = self._frames_to_encode(Mode.POLICY, False)
         encodes = vae and needed < self.layout.num_frames
         side = self.settings.image_size
@@ -310,13 +330,14 @@ class CosmosPolicy:
 
     # -- planning inputs -----------------------------------------------------------------------
     def _steps(self, num_steps: int | Sequence[int] | None, count: int, default: int) -> list[int]:
-        """One network-evaluation count per request (ValueError on a count < 1 or a length mismatch)."""
+        """One network-evaluation count per request, None meaning `default` (ValueError on a count < 1 or a
+        length mismatch)."""
         if num_steps is None:
             steps = [default] * count
         elif isinstance(num_steps, (int, np.integer)):
             steps = [int(num_steps)] * count
         else:
-            steps = [int(n) for n in num_steps]
+            steps = [default if n is None else int(n) for n in num_steps]
             if len(steps) != count:
                 raise ValueError(f"{count} requests but {len(steps)} step counts")
         if any(n < 1 for n in steps):
@@ -363,6 +384,13 @@ class CosmosPolicy:
         return clean, placeholders
 
     # -- batching ------------------------------------------------------------------------------
+    def _encode_in_rows(self, encode: Callable[[torch.Tensor], torch.Tensor], video: torch.Tensor) -> torch.Tensor:
+        """`encode` (a VAE encode) on at most `encode_rows` rows of `video` at a time (0: all at once)."""
+        rows = self.settings.encode_rows
+        if not rows or video.shape[0] <= rows:
+            return encode(video)
+        return torch.cat([encode(video[start:start + rows]) for start in range(0, video.shape[0], rows)])
+
     def _in_batches(
         self,
         run: Callable[[list[int], PhaseTimer], list[T]],
@@ -433,9 +461,10 @@ class CosmosPolicy:
             proprio = np.stack([self._check_proprio(obs.proprio) for obs in observations])
         with timer.phase("vae_encode"):
             if needed == self.layout.num_frames:
-                placeholders = self.network.encode(video)
+                placeholders = self._encode_in_rows(self.network.encode, video)
             else:
-                leading = self.network.encode_leading(video, needed, self._constant_prefix)
+                leading = self._encode_in_rows(
+                    lambda part: self.network.encode_leading(part, needed, self._constant_prefix), video)
                 placeholders = torch.zeros((len(distinct), *self.latent_shape), dtype=torch.float32,
                                            device=leading.device)
                 placeholders[:, :, :needed] = leading

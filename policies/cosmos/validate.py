@@ -57,7 +57,7 @@ def _options(context: PolicyContext) -> CosmosOptions:
         return parse_options(context.options, COSMOS_LAYOUT.get(context.family, context.family))
     except SpecError as exc:  # factory keys are bare option names: say where they live in the spec
         key = "env.family" if exc.key == "env_family" else f"policy.{exc.key}"
-        raise SpecError(key, str(exc).split(": ", 1)[-1]) from exc
+        raise SpecError(key, exc.message) from exc
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,8 @@ class RemotePolicy:
 
     def __init__(self, options: RemoteOptions, env_family: str):
         self.options = options
-        adapter_options = {"image_size": options.image_size} if options.protocol == "openpi" else {}
-        self.adapter = adapter_for(env_family, options.protocol, **adapter_options)
+        resizes = "image_size" in getattr(ADAPTERS.get((env_family, options.protocol)), "__dataclass_fields__", {})
+        self.adapter = adapter_for(env_family, options.protocol, **({"image_size": options.image_size} if resizes else {}))
         self._connection = None
         self.reconnects = 0
 

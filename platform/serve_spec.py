@@ -1,0 +1,97 @@
+"""Specs `robofleet serve` accepts: any run spec, or one for an env family that is only served (ALOHA).
+
+A served-only family has no simulator in robofleet (its robots are real), so its `[env]` table holds
+the family alone; the other tables are a run spec's, validated by the same code (platform/spec.py):
+
+    seed = 195                      # the seed of requests that carry none ("seed" key)
+    protocol = "reference"          # default: a served best-of-N seeds proposal i with seed + i (aloha/deploy.py)
+    [env]
+    family = "aloha"
+    [policy]
+    name = "cosmos"                 # the ALOHA layout: 11 latent frames, chunk 50, cameras cam_high +
+    checkpoint = "nvidia/Cosmos-Policy-ALOHA-Predict2-2B"   # cam_left_wrist + cam_right_wrist
+    return_latents = true           # protocol "reference": the world model conditions on each proposal's sample
+    [planner]
+    name = "best_of_n"
+    n = 8
+    [serving]
+    replicas = 0                    # 0: the policy in the server's process; N: N PolicyReplica actors
+
+    load_serve_spec("aloha.toml") -> RunSpec      # env.family "aloha", suite "", no tasks
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from robofleet.platform.config_fields import check_keys, integer, require
+from robofleet.platform.errors import SpecError
+from robofleet.platform.protocol import default_protocol
+from robofleet.platform.spec import (
+    EnvSpec, RunOptions, RunSpec, _planner_spec, _policy_spec, _protocol, _serving_spec, run_name, spec_from_dict,
+)
+from robofleet.policies.contract import PolicyContext
+from robofleet.policies.remote.adapters import SERVED_ONLY_FAMILIES
+
+SERVE_KEYS = ("seed", "name", "protocol", "env", "policy", "planner", "serving")
+
+
+def serve_spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
+    """A run spec (platform/spec.py), or for a served-only family the same tables with `[env] family` only.
+    SpecError names the first bad key."""
+    env = data.get("env")
+    family = env.get("family") if isinstance(env, Mapping) else None
+    if family not in SERVED_ONLY_FAMILIES:
+        return spec_from_dict(data)
+    check_keys(data, SERVE_KEYS, "")
+    for key in env:
+        if key != "family":
+            raise SpecError(f"env.{key}", f"env family {family!r} is only served (robofleet has no simulator of it): "
+                                          "its [env] table holds `family` alone")
+    spec = RunSpec(
+        protocol=_protocol(data.get("protocol", default_protocol(family)), family),
+        seed=integer(require(data, "seed", ""), "seed", 0, 2**32 - 1),
+        env=EnvSpec(family=family, suite="", tasks=(), trials=0),
+        policy=_policy_spec(require(data, "policy", ""), family),
+        planner=_planner_spec(data.get("planner", {"name": "direct"})),
+        run=RunOptions(),
+        serving=_serving_spec(data.get("serving", {})),
+        name=run_name(data.get("name", "")),
+    )
+    validate_served_policy(spec, check_files=False)
+    return spec
+
+
+def load_serve_spec(path: str | Path) -> RunSpec:
+    """Read and validate a TOML spec file for `robofleet serve`."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError("spec", f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("spec", f"{path} is not valid TOML: {exc}") from exc
+    return serve_spec_from_dict(data)
+
+
+def served_policy_context(spec: RunSpec) -> PolicyContext:
+    """What the policy's validator is told about a served-only family: the family, no tasks; the policy runs in
+    the server's Python (or its replicas), which has torch."""
+    return PolicyContext(name=spec.policy.name, options=spec.policy.options, family=spec.env.family, suite="",
+                         task_ids=(), task_names=(), render_cameras=True, replicas=spec.serving.replicas,
+                         workers_have_torch=True)
+
+
+def validate_served_policy(spec: RunSpec, check_files: bool) -> None:
+    """The policy's validator (policies/registry.py) for a served spec; with check_files the driver-side file
+    checks too (as `robofleet run` does before Ray starts)."""
+    from robofleet.platform.policy_context import validate_spec_policy
+    from robofleet.policies.registry import validate_policy
+
+    if spec.env.family in SERVED_ONLY_FAMILIES:
+        validate_policy(served_policy_context(spec), check_files)
+    else:
+        validate_spec_policy(spec, check_files)
