@@ -31,6 +31,7 @@ import datetime
 import json
 import os
 import platform as stdlib_platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -305,6 +306,7 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, Any]:
                                      for a, b, i in windows],
             "driver_rss_mb_max": round(max(s["driver_rss_mb"] for s in samples if s["driver_rss_mb"]), 1),
         })
+    shutil.rmtree(tmp, ignore_errors=True)
     return {"figures": figures, "samples": samples}
 
 

@@ -8,7 +8,9 @@ Servers (each on its own loopback port, all up at once):
                            openpi WebSocket at / and POST /act, the same adapters and codecs as ours)
                            whose `@serve.batch` method runs the policy on one model thread, as
                            PolicyReplica does; requests reach it through Ray Serve's HTTP proxy actor
-All three batch with the same max batch (32) and the same window (--max-wait-ms, default 0).
+All three batch with the same max batch (32) and the same window (--max-wait-ms, default 0), run the
+plain policy (robofleet's [serving] deterministic = false: no fixed_batch padding, as Ray Serve has
+none) and run torch on one thread in every process (OMP_NUM_THREADS=1, what Ray gives its actors).
 Clients, in this process: the `openpi-client` package (openpi's LIBERO message: two 224 x 224 x 3
 uint8 images, 8-dim state, prompt) and robofleet's `POST /act` client for latency; robofleet's openpi
 client threads for throughput. Needs `ray[serve]` (`pip install -e '.[serve-bench]'`).
@@ -21,18 +23,19 @@ Examples:
 # No `from __future__ import annotations`: FastAPI reads the endpoints' parameter types (Request, WebSocket),
 # imported inside ray_serve_app, from their evaluated annotations.
 
-import argparse
-import asyncio
-import json
-import logging
 import os
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
-import numpy as np
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads: this process, the servers, Ray's actors alike
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import serving_roundtrip as roundtrip  # noqa: E402 - the sibling benchmark's servers, clients and statistics
@@ -148,13 +151,15 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
 
     results: dict = {"policy": args.policy, "options": options, "max_wait_ms": args.max_wait_ms,
+                     "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                      "max_batch": MAX_BATCH, "cpus": os.cpu_count(), "load_average_start": os.getloadavg(),
                      "ray": ray.__version__, "in_process": roundtrip.in_process(args.policy, typed, args.requests),
                      "servers": {}}
     servers: dict[str, Any] = {}
     try:
-        servers["robofleet_in_process"] = roundtrip.Server(args.policy, options, 0, args.max_wait_ms, MAX_BATCH)
-        servers["robofleet_actors"] = roundtrip.Server(args.policy, options, 1, args.max_wait_ms, MAX_BATCH)
+        for name, replicas in (("robofleet_in_process", 0), ("robofleet_actors", 1)):
+            servers[name] = roundtrip.Server(args.policy, options, replicas, args.max_wait_ms, MAX_BATCH,
+                                             deterministic=False)
         servers["ray_serve"] = RayServeServer(args.policy, typed, args.max_wait_ms / 1000)
         latencies = roundtrip.interleaved_round_trips(servers, args.requests)
         floor = results["in_process"]["p50_ms"]

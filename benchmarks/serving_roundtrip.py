@@ -63,21 +63,23 @@ def toml_value(value: str) -> str:
     return value if value.replace(".", "").isdigit() or value in ("true", "false") else f'"{value}"'
 
 
-def spec_toml(policy: str, options: dict[str, str], replicas: int, max_batch: int, max_wait_ms: float) -> str:
+def spec_toml(policy: str, options: dict[str, str], replicas: int, max_batch: int, max_wait_ms: float,
+              deterministic: bool = True) -> str:
     policy_lines = "".join(f"{k} = {toml_value(v)}\n" for k, v in options.items())
     return (f'seed = 7\n[env]\nfamily = "libero"\nsuite = "libero_object"\ntasks = [0]\ntrials = 1\n'
             f'[policy]\nname = "{policy}"\n{policy_lines}'
             f'[serving]\nreplicas = {replicas}\nmax_batch = {max_batch}\nmax_wait_ms = {max_wait_ms}\n'
-            f'cpus_per_replica = 1\n')
+            f'deterministic = {str(deterministic).lower()}\ncpus_per_replica = 1\n')
 
 
 class Server:
     """`robofleet serve` in a subprocess, for one configuration."""
 
-    def __init__(self, policy: str, options: dict[str, str], replicas: int, max_wait_ms: float, max_batch: int = 32):
+    def __init__(self, policy: str, options: dict[str, str], replicas: int, max_wait_ms: float, max_batch: int = 32,
+                 deterministic: bool = True):
         self._tmp = tempfile.TemporaryDirectory()
         spec = Path(self._tmp.name) / "serve.toml"
-        spec.write_text(spec_toml(policy, options, replicas, max_batch, max_wait_ms))
+        spec.write_text(spec_toml(policy, options, replicas, max_batch, max_wait_ms, deterministic))
         self.port = free_port()
         self.process = subprocess.Popen([sys.executable, "-c", SERVER, "serve", str(spec), "--port", str(self.port)],
                                         stdout=subprocess.PIPE, text=True)

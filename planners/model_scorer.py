@@ -32,11 +32,11 @@ Seeds: under "reference" future member f of proposal i uses s_i + f and value me
 "robofleet" every pass draws from a SeedSequence child of s_i (platform/seeds.py). Either way a score
 never depends on which replica ran it or on its batch-mates (deterministic serving).
 
-Batching: with a world model that takes a step count per request (Cosmos in process:
-`per_request_steps`), each stage is ONE call: all N x F world-model passes together, then all
-N x F x V value passes, members leaving the sampler's batch after their last evaluation. Otherwise
-(policy replicas, `stage_batching=False`) there is one call per ensemble member, as before, and each
-call fans out over the replicas and batches there.
+Batching: with a world model that takes a step count per request (`per_request_steps`: Cosmos in
+process, and replica clients, whose replicas batch mixed step counts), each stage is ONE call: all
+N x F world-model passes together, then all N x F x V value passes, members leaving the sampler's
+batch after their last evaluation (on replicas: the stage fans out over them and batches there).
+Otherwise (`stage_batching=False`) there is one call per ensemble member, as before.
 
 Search depth d > 1: each proposal is followed, in imagination, by d - 1 more chunks. The world model
 imagines the state after the chunk (one pass, with future_steps[0] steps); that predicted future
@@ -101,7 +101,7 @@ def imagined_observation(current: Observation, future: Prediction) -> Observatio
 
 
 def accepts_value_masking(world_model: Any) -> bool:
-    """Whether world_model.value takes `mask_current_state_action` (Cosmos in process does; replicas do not)."""
+    """Whether world_model.value takes `mask_current_state_action` (Cosmos in process and replica clients do)."""
     value = getattr(world_model, "value", None)
     return callable(value) and "mask_current_state_action" in inspect.signature(value).parameters
 

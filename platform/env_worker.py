@@ -78,6 +78,23 @@ def _make_local_policy(spec: RunSpec):
     return policy
 
 
+PREPARER_WAIT_S = 30.0  # how long a replica may take to hand out its request_preparer before the next is asked
+
+
+def _request_preparer(replicas: list) -> object:
+    """The policy's request_preparer from the first replica that answers within PREPARER_WAIT_S (one the
+    runner gave up after its node died may never answer); the last one is waited for as long as it takes
+    (a sole replica may be restarting)."""
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    for replica in replicas[:-1]:
+        try:
+            return ray.get(replica.request_preparer.remote(), timeout=PREPARER_WAIT_S)
+        except (GetTimeoutError, RayActorError):
+            continue
+    return ray.get(replicas[-1].request_preparer.remote())
+
+
 @ray.remote
 class EnvWorker:
     """One simulator + one decider: the policy (local, or a client of shared PolicyReplicas) in its planner.
@@ -108,7 +125,7 @@ class EnvWorker:
         if self.replicas:
             from robofleet.policies.replica import ReplicaClient
 
-            preparer = ray.get(self.replicas[0].request_preparer.remote())
+            preparer = _request_preparer(self.replicas)
             policy = ReplicaClient(self.replicas, chunk_size=None, worker_index=self.worker_index, preparer=preparer)
         else:
             policy = _make_local_policy(self.spec)

@@ -21,7 +21,6 @@ the family alone; the other tables are a run spec's, validated by the same code 
 """
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +28,8 @@ from robofleet.platform.config_fields import check_keys, integer, require
 from robofleet.platform.errors import SpecError
 from robofleet.platform.protocol import default_protocol
 from robofleet.platform.spec import (
-    EnvSpec, RunOptions, RunSpec, _planner_spec, _policy_spec, _protocol, _serving_spec, run_name, spec_from_dict,
+    EnvSpec, RunOptions, RunSpec, _planner_spec, _policy_spec, _protocol, _serving_spec, read_spec_toml, run_name,
+    spec_from_dict,
 )
 from robofleet.policies.contract import PolicyContext
 from robofleet.policies.remote.adapters import SERVED_ONLY_FAMILIES
@@ -65,16 +65,7 @@ def serve_spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
 
 def load_serve_spec(path: str | Path) -> RunSpec:
     """Read and validate a TOML spec file for `robofleet serve`."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError("spec", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("spec", f"{path} is not valid TOML: {exc}") from exc
-    return serve_spec_from_dict(data)
+    return serve_spec_from_dict(read_spec_toml(path))
 
 
 def served_policy_context(spec: RunSpec) -> PolicyContext:

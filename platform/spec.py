@@ -40,8 +40,8 @@ A spec (see examples/*.toml):
     replicas = 2                  # 0 (default): each env worker holds its own policy
     max_batch = 8                 # a batch is cut at max_batch requests ...
     max_wait_ms = 5.0             # ... or this long after its oldest request, whichever comes first
-    deterministic = true          # default: every network call on exactly fixed_batch rows, so results
-    fixed_batch = 4               # ... are bitwise independent of batch-mates, batch size and replica
+    deterministic = true          # default: results bitwise independent of batch-mates, batch size, replica
+    fixed_batch = 1               # rows per call where only a fixed shape is invariant (CPU; <= max_batch)
     gpus_per_replica = 1          # default: 1 when the cluster has GPUs, else 0 (CPU replicas)
     cpus_per_replica = 1
 
@@ -70,7 +70,8 @@ from robofleet.platform.protocol import PROTOCOLS, default_protocol, protocols_o
 ENV_FAMILIES = ("libero", "robosuite", "robocasa")
 RESET_MODES = ("hard", "soft")
 RENDER_STEPS = ("observed", "every")
-DEFAULT_FIXED_BATCH = 4  # [serving] fixed_batch: rows per network call; BENCHMARKS.md "Deterministic serving"
+DEFAULT_FIXED_BATCH = 1  # [serving] fixed_batch: rows per call where only a fixed shape is invariant (CPU): one
+# row wastes no padding; Cosmos on CUDA needs no fixed shape (BENCHMARKS.md "Deterministic serving")
 MAX_TRIALS_SEEDED = 10_000  # robosuite / robocasa: initial states come from seeds, not from a file
 MAX_STEPS_SEEDED = 10_000  # their horizon is ours (ignore_done), not robosuite's 1000
 
@@ -364,18 +365,22 @@ def run_name(name: Any, key: str = "name") -> str:
     return name
 
 
-def load_spec(path: str | Path) -> RunSpec:
-    """Read and validate a TOML spec file."""
+def read_spec_toml(path: str | Path) -> dict[str, Any]:
+    """A spec file's TOML as a dict; SpecError("spec") when it cannot be read or parsed."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise SpecError("spec", f"cannot read {path}: {exc.strerror}") from exc
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("spec", f"{path} is not valid TOML: {exc}") from exc
-    return spec_from_dict(data)
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    """Read and validate a TOML spec file."""
+    return spec_from_dict(read_spec_toml(path))
 
 
 def dump_spec_toml(spec: RunSpec) -> str:

@@ -203,7 +203,7 @@ class PolicyReplica:
         return {
             "replica": self.replica_index,
             "pid": os.getpid(),
-            "restarted": bool(ray.get_runtime_context().was_current_actor_reconstructed),
+            "restarted": _restarted(),
             "load_s": self.load_s,
             "batches": sum(self._batch_sizes.values()),
             "requests": len(self._queue_s),
@@ -217,6 +217,13 @@ class PolicyReplica:
             "phase_s_per_batch_mean": {key: total / count for key, (total, count) in sorted(self._phase_s.items())},
             "gpu_peak_memory_gb": _gpu_peak_memory_gb(),
         }
+
+
+def _restarted() -> bool:
+    """Whether Ray restarted this actor after its process died (False when not running as an actor,
+    e.g. inside `robofleet serve`'s own process)."""
+    context = ray.get_runtime_context()
+    return context.worker.mode == ray.WORKER_MODE and bool(context.was_current_actor_reconstructed)
 
 
 def _synchronize() -> None:
@@ -268,14 +275,14 @@ class ReplicaClient:
     def imagine(self, observations: list[Observation], actions: list[Any], seeds: list[int],
                 num_steps: int | Sequence[int] | None = None) -> list[Any]:
         args = list(zip(self._prepare(observations), actions))
-        return self._fan_out("imagine", args, seeds, [{"num_steps": n} for n in _per_request(num_steps, len(seeds))])
+        return self._fan_out("imagine", args, seeds, [{"num_steps": n} for n in steps_per_request(num_steps, len(seeds))])
 
     def value(self, observations: list[Observation], actions: list[np.ndarray], futures: list[Any],
               seeds: list[int], num_steps: int | Sequence[int] | None = None,
               mask_current_state_action: bool = False) -> list[Any]:
         args = list(zip(self._prepare(observations), actions, futures))
         kwargs = [{"num_steps": n, "mask_current_state_action": mask_current_state_action}
-                  for n in _per_request(num_steps, len(seeds))]
+                  for n in steps_per_request(num_steps, len(seeds))]
         return self._fan_out("value", args, seeds, kwargs)
 
     def _prepare(self, observations: list[Observation]) -> list[Observation]:
@@ -314,7 +321,7 @@ class ReplicaClient:
         pass
 
 
-def _per_request(num_steps: int | Sequence[int] | None, count: int) -> list[int | None]:
+def steps_per_request(num_steps: int | Sequence[int] | None, count: int) -> list[int | None]:
     """One step count (or None: the policy's default) per request."""
     if num_steps is None or isinstance(num_steps, (int, np.integer)):
         return [None if num_steps is None else int(num_steps)] * count

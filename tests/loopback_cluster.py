@@ -35,15 +35,17 @@ def loopback_cluster(head_cpus: int, **head_args) -> Iterator["ray.cluster_utils
     import ray
     from ray.cluster_utils import Cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": head_cpus, "node_ip_address": HEAD_IP, "temp_dir": str(temp / "ray"), "include_dashboard": False,
-        "_system_config": FAST_HEALTH, **head_args})
+    cluster = None
     try:
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": head_cpus, "node_ip_address": HEAD_IP, "temp_dir": str(temp / "ray"),
+            "include_dashboard": False, "_system_config": FAST_HEALTH, **head_args})
         ray.init(address=cluster.address, _node_ip_address=HEAD_IP)
         yield cluster
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
 
 

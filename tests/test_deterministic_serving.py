@@ -26,7 +26,7 @@ def _spec(**serving):
 def test_serving_is_deterministic_by_default_with_fixed_batch_at_most_max_batch():
     spec = _spec(replicas=1)
     assert spec.serving.deterministic is True and spec.serving.fixed_batch == min(DEFAULT_FIXED_BATCH, 8)
-    assert _spec(replicas=1, max_batch=2).serving.fixed_batch == 2
+    assert _spec(replicas=1, max_batch=2).serving.fixed_batch == min(DEFAULT_FIXED_BATCH, 2)
     with pytest.raises(SpecError) as err:
         _spec(replicas=1, max_batch=2, fixed_batch=3)
     assert err.value.key == "serving.fixed_batch" and "<= 2" in str(err.value)

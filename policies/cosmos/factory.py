@@ -7,7 +7,7 @@ Example spec (TOML):
     config = "2b"                                        # or "tiny" (random weights, CPU tests)
     checkpoint = "nvidia/Cosmos-Policy-LIBERO-Predict2-2B"   # repo id, directory, or "random"
     embeddings = "libero_t5_embeddings.safetensors"      # from `robofleet convert-embeddings`
-    pad_to = 8                                           # batch-invariant inference
+    pad_to = 8                                           # every call on 8 rows (batch-invariant on the CPU only)
     compile = "auto"                                     # the fast path on GPU; "none" = eager diffusers
     dit_precision = "bf16"                               # "fp8": FP8 matmuls in the DiT blocks (Hopper/Ada)
 
@@ -101,7 +101,7 @@ class CosmosOptions:
     center_crop: bool = _flag(True)  # 90%-area centre crop (checkpoints trained with image augmentation)
     return_future_images: bool = _flag(False)  # decode predicted future camera images (costs a VAE decode)
     return_latents: bool = _flag(False)  # attach predict()'s latent sample (~450 KB at 224 px) for value()
-    pad_to: int = _count(0, minimum=0, message="must be >= 0 (0 = off), got {value}")  # run every batch at exactly this size (batch-invariant results); 0 = off
+    pad_to: int = _count(0, minimum=0, message="must be >= 0 (0 = off), got {value}")  # every call on exactly this many rows (batch-invariant on the CPU; CUDA: replicas use batch_invariant()); 0 = off
     cameras: Mapping[str, str] = setting({}, mapping, type_message=_EXPECTED)  # camera role -> Observation.images key overrides
     profile: bool = _flag(False)  # synchronise the GPU between phases to time them separately
     init_seed: int = _count(0)  # seed of the random weights (checkpoint = "random")

@@ -8,9 +8,10 @@ sample. By default the future state and value come from the action sample itself
 
 Requests are batched, and every pass of a request draws its initial noise from the request's own
 seed, so a request's result does not depend on its batch-mates beyond floating-point summation order
-in batched kernels (CPU float32: equal to ~1e-6). `pad_to` runs every batch at one fixed size
-(padding with copies of the first request), which makes results bitwise independent of the batch's
-composition.
+in batched kernels (CPU float32: equal to ~1e-6; CUDA bf16: ~2e-3). `batch_invariant()` gives the form
+whose results are bitwise independent of the batch: on the CPU `pad_to` (every call at one fixed size,
+padded with copies of the first request); on CUDA a fixed size is not enough (cuBLAS splits K per tile),
+so the DiT's Linears go through invariant_matmul.py's GEMM and the VAE encodes one row per call.
 
 Planning (planners/model_scorer.py) uses two more things, both as NVIDIA's `get_future_state_prediction`
 / `get_value_prediction` (cosmos_utils.py) do with `skip_vae_encoding=True, previous_generated_latent=`:
@@ -21,7 +22,7 @@ Planning (planners/model_scorer.py) uses two more things, both as NVIDIA's `get_
 - `num_steps` may be one count per request: all requests of a call then run in ONE sampler
   (sampler.sample_rows), a request leaving the batch after its last evaluation. The DiT runs on at
   most `network_batch` rows at a time, or on exactly `pad_to` rows (padded) when pad_to is set, so
-  with pad_to a request's result is bit-identical to running it in a call of its own.
+  with the batch-invariant form a request's result is bit-identical to running it in a call of its own.
 """
 from __future__ import annotations
 
