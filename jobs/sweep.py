@@ -261,6 +261,14 @@ def _hint(exc: SpecError, overrides: Mapping[str, Any]) -> str:
 
 def sweep_from_dict(data: Mapping[str, Any]) -> SweepSpec:
     """Expand and validate a parsed sweep document; SpecError names the first bad key and point."""
+    name, description, seeds, blocks = _sweep_header(data)
+    base = {k: v for k, v in data.items() if k in RUN_SPEC_KEYS}
+    points = _grid_points(name, base, _candidates(seeds, blocks))
+    return SweepSpec(name=name, points=tuple(points), document=dict(data), description=description)
+
+
+def _sweep_header(data: Mapping[str, Any]) -> tuple[str, str, list[int] | None, list[dict[str, Any]]]:
+    """The checked top level of a sweep document: (name, description, seeds or None, grid blocks)."""
     if not is_sweep_document(data):
         raise SpecError("sweep", "missing: a sweep file has a [sweep] table with a name (see jobs/sweep.py)")
     allowed = (*RUN_SPEC_KEYS, "sweep", "grid")
@@ -290,9 +298,11 @@ def sweep_from_dict(data: Mapping[str, Any]) -> SweepSpec:
         raise SpecError("grid", "write grid blocks as [[grid]] (an array of tables), not [grid]")
     if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks) or not blocks:
         raise SpecError("grid", "must be one or more [[grid]] tables")
-    base = {k: v for k, v in data.items() if k in RUN_SPEC_KEYS}
+    return name, description, seeds, blocks
 
-    # (block, overrides, labels) for every point, seed-major when [sweep] seeds is given
+
+def _candidates(seeds: list[int] | None, blocks: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], list[str]]]:
+    """(block index or -1 for an empty block, overrides, labels) of every point, seed-major when seeds are given."""
     candidates: list[tuple[int, dict[str, Any], list[str]]] = []
     for seed in seeds if seeds is not None else [None]:
         for b, block in enumerate(blocks):
@@ -308,33 +318,42 @@ def sweep_from_dict(data: Mapping[str, Any]) -> SweepSpec:
                     overrides["seed"] = seed
                     labels.append(f"seed{seed}")
                 candidates.append((b if block else -1, overrides, labels))
+    return candidates
 
+
+def _grid_points(name: str, base: dict[str, Any], candidates: list[tuple[int, dict[str, Any], list[str]]]
+                 ) -> list[GridPoint]:
+    """Each candidate as a named, validated GridPoint; repeated names numbered, repeated specs refused."""
     points: list[GridPoint] = []
     seen_names: dict[str, int] = {}
     seen_specs: dict[str, str] = {}
     for block, overrides, labels in candidates:
         where = f"grid[{block}]" if block >= 0 else "sweep"
-        raw_name = "-".join(labels) or _safe_name(name)
-        point_name = _safe_name(raw_name)
+        point_name = _safe_name("-".join(labels) or _safe_name(name))
         count = seen_names.get(point_name, 0) + 1
         seen_names[point_name] = count
         if count > 1:
             point_name = f"{point_name}-{count}"
         config = _safe_name("-".join(label for label in labels if not re.fullmatch(r"seed-?\d+", label))) or "base"
-        doc = _apply(base, overrides, where)
-        doc["name"] = f"{name}/{point_name}"
-        try:
-            spec = spec_from_dict(doc)
-        except SpecError as exc:
-            key = f"{where}.{exc.key}" if any(exc.key == p or exc.key.startswith(p + ".") for p in overrides) else exc.key
-            raise SpecError(key, f"{exc.message} (grid point {point_name}){_hint(exc, overrides)}") from exc
+        spec = _point_spec(name, point_name, base, overrides, where)
         ident = spec.identity_hash()
         if ident in seen_specs:
             raise SpecError(where, f"grid point {point_name} repeats grid point {seen_specs[ident]} (same spec); "
                                    "remove the duplicate")
         seen_specs[ident] = point_name
         points.append(GridPoint(name=point_name, config=config, spec=spec, overrides=overrides, block=block))
-    return SweepSpec(name=name, points=tuple(points), document=dict(data), description=description)
+    return points
+
+
+def _point_spec(name: str, point_name: str, base: dict[str, Any], overrides: dict[str, Any], where: str) -> RunSpec:
+    """The run spec of one point: the base document with the point's overrides; errors name the grid key."""
+    doc = _apply(base, overrides, where)
+    doc["name"] = f"{name}/{point_name}"
+    try:
+        return spec_from_dict(doc)
+    except SpecError as exc:
+        key = f"{where}.{exc.key}" if any(exc.key == p or exc.key.startswith(p + ".") for p in overrides) else exc.key
+        raise SpecError(key, f"{exc.message} (grid point {point_name}){_hint(exc, overrides)}") from exc
 
 
 def _drop_none(value: Any) -> Any:

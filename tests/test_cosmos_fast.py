@@ -98,13 +98,14 @@ def test_compiled_blocks_match_eager_and_compile_at_most_twice(full):
     import torch._dynamo as dynamo
 
     dynamo.reset()
+    counters = dynamo.utils.counters
+    graphs_before = counters["stats"]["unique_graphs"]  # counters live across tests: compare, never assume 0
     compiled = make_cosmos({"config": "tiny", "device": "cpu", "compile": "blocks"}, "libero")
     assert compiled.network.compiled == ("blocks", "default")  # compile_mode "auto" is "default" for blocks
-    counters = dynamo.utils.counters
-    assert counters["stats"]["unique_graphs"] == 0, "building compiles nothing: the server warms up"
+    assert counters["stats"]["unique_graphs"] == graphs_before, "building compiles nothing: the server warms up"
     assert compiled.warm_up() > 0.0  # batch sizes 1 and 2: the static graph, then the dynamic one
     frames_after_warm_up = counters["stats"]["unique_graphs"]
-    assert frames_after_warm_up >= 1
+    assert frames_after_warm_up > graphs_before
     observations = _observations(5, seed=2)
     for size in (3, 5, 1):  # new batch sizes after the warm-up's 1 and 2: no new graphs
         seeds = list(range(size))
