@@ -159,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--check", type=int, default=96, help="requests of the invariance check per variant")
     parser.add_argument("--invariant", default="", help='variants on a batch_invariant network, e.g. "free,fixed_4,'
                                                          'free_vae_batched" (CUDA)')
+    parser.add_argument("--skip-free", action="store_true", help="only the --invariant variants (no ratio to free)")
     parser.add_argument("--trace", default=None, help="JSON {batch size: count} (default: a 300-episode libero_10 run)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -174,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prepared = [base.request_preparer(observation(i)) for i in range(max(args.check, args.max_batch))]
     rng = np.random.default_rng(0)
     sizes = batch_sizes(trace, args.batches, rng)
-    variants: list[tuple[str, Any]] = [("free", base)]
+    variants: list[tuple[str, Any]] = [] if args.skip_free else [("free", base)]
     variants += [(f"fixed_{m}", base.with_settings(pad_to=m)) for m in (int(x) for x in args.fixed.split(",") if x)]
     if args.invariant:
         invariant = make_policy("cosmos", options, "libero").batch_invariant(4)
@@ -200,9 +201,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"{name:9s} {row['requests_per_s']:7.2f} req/s  {row['model_s_per_batch_mean']:.3f} s/batch  "
               f"invariance: {row['invariance']['differing']}/{row['invariance']['requests']} differ "
               f"(max {row['invariance']['max_abs_diff']:.2e})", flush=True)
-    free = rows[0]["requests_per_s"]
+    free = None if args.skip_free else rows[0]["requests_per_s"]
     for row in rows:
-        row["throughput_vs_free"] = row["requests_per_s"] / free
+        row["throughput_vs_free"] = None if free is None else row["requests_per_s"] / free
     import torch
 
     results = {"args": vars(args), "device": str(base.network.device),
@@ -211,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                "torch": torch.__version__, "build_s": build_s,
                "trace_mean_batch": float(np.mean(sizes)), "rows": rows}
     Path(args.out).write_text(json.dumps(results, indent=2))
-    for row in rows:
+    for row in rows if free is not None else []:
         print(f"{row['variant']:9s} x{row['throughput_vs_free']:.3f} of free", flush=True)
     return results
 
