@@ -83,3 +83,25 @@ def test_cosmos_batch_invariant_form_on_the_cpu_runs_every_call_on_fixed_rows():
     for i in (0, 3):
         alone = invariant.predict([observations[i]], [i + 1])[0]
         assert np.array_equal(alone.actions, together[i].actions)
+
+
+def test_a_whole_graph_compile_can_be_replaced_by_per_block_compiles_before_the_first_call():
+    """The batch-invariant form on CUDA swaps a whole-graph compile for per-block ones (1/100 requests still
+    differed with the whole graph on an H200, none per block): the swap itself, checked on the CPU."""
+    from robofleet.policies.registry import make_policy
+
+    policy = make_policy("cosmos", {"config": "tiny", "device": "cpu", "compile": "full", "compile_mode": "default"},
+                         "libero")
+    network = policy.network
+    assert network.compiled == ("full", "default") and network.transformer._compiled_call_impl is not None
+    network.recompile("blocks", "default")
+    assert network.compiled == ("blocks", "default") and network.transformer._compiled_call_impl is None
+    assert all(block._compiled_call_impl is not None for block in network.transformer.transformer_blocks)
+    eager = make_policy("cosmos", {"config": "tiny", "device": "cpu"}, "libero")
+    from robofleet.envs.contract import Observation
+
+    rng = np.random.default_rng(5)
+    obs = Observation(images={k: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+                              for k in ("agentview", "robot0_eye_in_hand")},
+                      proprio=rng.normal(size=9).astype(np.float32), instruction="open the drawer")
+    np.testing.assert_allclose(policy.predict([obs], [3])[0].actions, eager.predict([obs], [3])[0].actions, atol=1e-5)

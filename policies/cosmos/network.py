@@ -68,6 +68,15 @@ class CosmosNetwork:
             self.transformer.compile(mode=mode)
         self.compiled = (scope, mode)
 
+    def recompile(self, scope: str, mode: str = "default") -> None:
+        """Drop the DiT's torch.compile (before its first call: nothing was compiled yet) and `accelerate`
+        it again with `scope` and `mode`."""
+        self.transformer._compiled_call_impl = None
+        for block in self.transformer.transformer_blocks:
+            block._compiled_call_impl = None
+        self.compiled = ("none", "default")
+        self.accelerate(scope, mode)
+
     def accelerate_vae(self, compile_mode: str | None, channels_last: bool) -> None:
         """Speed up encode_leading's resumed chunks (see causal_encode.py): compile them with
         `compile_mode` (None: eager) and/or run them in channels-last-3d layout (the encoder's Conv3d

@@ -26,6 +26,7 @@ Planning (planners/model_scorer.py) uses two more things, both as NVIDIA's `get_
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -130,8 +131,8 @@ class CosmosPolicy:
     def batch_invariant(self, rows: int) -> CosmosPolicy:
         """This policy in a form whose per-request results are bitwise independent of batch-mates and batch
         size. On CUDA: the DiT's Linear layers through one fixed-tiling GEMM (invariant_matmul.py, shared
-        with this policy: call before the first compiled call) and one VAE encode per row, batches as
-        they come. On the CPU, whose kernels are invariant at a fixed shape: every call on `rows` rows."""
+        with this policy: call before the first compiled call), a whole-graph compile replaced by
+        per-block compiles, and one VAE encode per row, batches as they come. On the CPU, whose kernels are invariant at a fixed shape: every call on `rows` rows."""
         if self.network.device.type != "cuda":
             return self.with_settings(pad_to=int(rows))
         from robofleet.platform.errors import SpecError
@@ -141,6 +142,12 @@ class CosmosPolicy:
         if any(isinstance(m, Fp8Linear) for m in self.network.transformer.modules()):
             raise SpecError("serving.deterministic", "an FP8 DiT (dit_precision = \"fp8\") has no batch-invariant "
                             "form: serve it with deterministic = false, or use dit_precision = \"bf16\"")
+        if self.network.compiled[0] == "full":
+            # The whole-graph compile (CUDA graphs per batch size) left 1 of 100 requests different on an
+            # H200 even with the invariant GEMM; per-block compiles left none (BENCHMARKS.md).
+            logging.getLogger(__name__).info("cosmos: batch-invariant form: the DiT's blocks are compiled "
+                                             "(\"blocks\", \"default\") instead of the whole graph")
+            self.network.recompile("blocks", "default")
         make_batch_invariant(self.network.transformer)
         return self.with_settings(pad_to=0, encode_rows=1)
 
