@@ -73,7 +73,7 @@ from robofleet.platform.spec import PlannerSpec, RunSpec
 from robofleet.policies.contract import Prediction
 from robofleet.policies.remote.adapters import ADAPTERS, Answer, adapter_for
 from robofleet.policies.remote.wire import WireError, dumps_json, loads_json, pack_msgpack, unpack_msgpack
-from robofleet.policies.replica import steps_per_request
+from robofleet.policies.replica import prepare_each_once, steps_per_request
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +223,7 @@ class LoopClient:
         return self._call("value", list(zip(self._prepare(observations), actions, futures)), seeds, kwargs)
 
     def _prepare(self, observations: Sequence[Observation]) -> list[Observation]:
-        if self.preparer is None:
-            return list(observations)
-        prepared: dict[int, Observation] = {}
-        for obs in observations:
-            if id(obs) not in prepared:
-                prepared[id(obs)] = self.preparer(obs)
-        return [prepared[id(obs)] for obs in observations]
+        return prepare_each_once(self.preparer, observations)
 
     def _call(self, method: str, args: list[tuple], seeds: Sequence[int], kwargs: list[dict[str, Any]]) -> list[Any]:
         replica = self.replica.replica

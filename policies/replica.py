@@ -286,14 +286,7 @@ class ReplicaClient:
         return self._fan_out("value", args, seeds, kwargs)
 
     def _prepare(self, observations: list[Observation]) -> list[Observation]:
-        """Each distinct observation prepared once (best-of-N sends one observation N times)."""
-        if self.preparer is None:
-            return list(observations)
-        prepared: dict[int, Observation] = {}
-        for obs in observations:
-            if id(obs) not in prepared:
-                prepared[id(obs)] = self.preparer(obs)
-        return [prepared[id(obs)] for obs in observations]
+        return prepare_each_once(self.preparer, observations)
 
     def _fan_out(self, method: str, args: list[tuple], seeds: list[int], kwargs: list[dict[str, Any]]) -> list[Any]:
         sent = []
@@ -319,6 +312,19 @@ class ReplicaClient:
 
     def reset(self) -> None:
         pass
+
+
+def prepare_each_once(preparer: Callable[[Observation], Observation] | None,
+                      observations: Sequence[Observation]) -> list[Observation]:
+    """`preparer` run once per distinct observation (best-of-N sends one observation N times); the
+    observations as they are without a preparer."""
+    if preparer is None:
+        return list(observations)
+    prepared: dict[int, Observation] = {}
+    for obs in observations:
+        if id(obs) not in prepared:
+            prepared[id(obs)] = preparer(obs)
+    return [prepared[id(obs)] for obs in observations]
 
 
 def steps_per_request(num_steps: int | Sequence[int] | None, count: int) -> list[int | None]:

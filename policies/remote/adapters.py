@@ -200,8 +200,27 @@ def _value(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+class _Openpi:
+    """What every openpi adapter answers alike: never the `all_*` results, replies as free-form maps with
+    "actions" and, under a planner, "plan" (with the chosen "value"); the reply's chunk is `actions`."""
+
+    action_dim: ClassVar[int]
+
+    def wants_all(self, message: Any) -> bool:
+        return False
+
+    def reply(self, answer: Answer) -> dict[str, Any]:
+        reply: dict[str, Any] = {"actions": np.asarray(answer.prediction.actions, dtype=np.float32)}
+        if answer.plan is not None:
+            reply["plan"] = {**answer.plan, "value": _value(answer.value)}
+        return reply
+
+    def prediction(self, reply: Any) -> tuple[np.ndarray, dict[str, np.ndarray] | None, float | None]:
+        return actions_of(reply, self.action_dim), None, None
+
+
 @dataclass(frozen=True)
-class LiberoOpenpi:
+class LiberoOpenpi(_Openpi):
     """LIBERO <-> openpi's LIBERO example keys (see the module docstring).
 
     image_size: side of the square images sent (openpi's LIBERO example: 224).
@@ -236,26 +255,9 @@ class LiberoOpenpi:
                   WRIST: _image(message["observation/wrist_image"], "observation/wrist_image")[:, ::-1]}
         return Observation(images=images, proprio=proprio, instruction=_prompt(message["prompt"], "prompt")), _seed(message)
 
-    def wants_all(self, message: Any) -> bool:
-        return False
-
-    def reply(self, answer: Answer) -> dict[str, Any]:
-        return _openpi_reply(answer)
-
-    def prediction(self, reply: Any) -> tuple[np.ndarray, dict[str, np.ndarray] | None, float | None]:
-        return actions_of(reply, self.action_dim), None, None
-
-
-def _openpi_reply(answer: Answer) -> dict[str, Any]:
-    """openpi replies are free-form maps: "actions", and under a planner "plan" (with the chosen "value")."""
-    reply: dict[str, Any] = {"actions": np.asarray(answer.prediction.actions, dtype=np.float32)}
-    if answer.plan is not None:
-        reply["plan"] = {**answer.plan, "value": _value(answer.value)}
-    return reply
-
 
 @dataclass(frozen=True)
-class AlohaOpenpi:
+class AlohaOpenpi(_Openpi):
     """ALOHA <-> openpi's ALOHA example keys (see the module docstring)."""
 
     protocol: ClassVar[str] = "openpi"
@@ -283,15 +285,6 @@ class AlohaOpenpi:
         obs = Observation(images=images, proprio=_vector(message["state"], "state", ALOHA_DIM),
                           instruction=_prompt(message["prompt"], "prompt"))
         return obs, _seed(message)
-
-    def wants_all(self, message: Any) -> bool:
-        return False
-
-    def reply(self, answer: Answer) -> dict[str, Any]:
-        return _openpi_reply(answer)
-
-    def prediction(self, reply: Any) -> tuple[np.ndarray, dict[str, np.ndarray] | None, float | None]:
-        return actions_of(reply, self.action_dim), None, None
 
 
 class _HttpAct:
