@@ -138,7 +138,8 @@ def dit_rate(policy: Any, sizes: Sequence[int], repeats: int) -> dict[int, float
 
 
 def measure(policy: Any, network: CountingNetwork, obs: Observation, n: int, name: str,
-            ensemble: dict[str, list[int]], repeats: int, warmup: int, seed: int = 195) -> dict[str, Any]:
+            ensemble: dict[str, list[int]], repeats: int, warmup: int, paths: Sequence[str] = PATHS,
+            seed: int = 195) -> dict[str, Any]:
     options = validate_planner_options("best_of_n", {"n": n, "scorer": "model", **ensemble})
     batched = make_planner("best_of_n", options, policy, FakeLiberoEnv(), protocol="reference")
     # today's path: no latents handed on (a policy without with_settings), one call per member
@@ -152,6 +153,8 @@ def measure(policy: Any, network: CountingNetwork, obs: Observation, n: int, nam
     }
     row: dict[str, Any] = {"ensemble": name, "n": n}
     for path, step in steps.items():
+        if path not in paths:
+            continue
         with dit_batches(network) as sizes:  # also the first warm-up step
             step()
         evaluations = sum(size * count for size, count in sizes.items())
@@ -166,8 +169,9 @@ def measure(policy: Any, network: CountingNetwork, obs: Observation, n: int, nam
     row["dit_alone"] = {"evaluations_per_s_by_batch": {str(k): r for k, r in rates.items()},
                         "seconds_for_the_batched_calls": bare_seconds,
                         "batched_share_of_dit_rate": bare_seconds / row["batched"]["seconds_per_step"]}
-    row["speedup_vs_per_member"] = row["per_member"]["seconds_per_step"] / row["batched"]["seconds_per_step"]
-    row["speedup_vs_batch1"] = row["batch1"]["seconds_per_step"] / row["batched"]["seconds_per_step"]
+    for path in ("per_member", "batch1"):
+        if path in row:
+            row[f"speedup_vs_{path}"] = row[path]["seconds_per_step"] / row["batched"]["seconds_per_step"]
     return row
 
 
@@ -200,22 +204,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per path first (CUDA graphs: 2)")
     parser.add_argument("--compile", default=None, help='cosmos `compile` option (default: the policy\'s, "auto"; '
                                                        '"blocks" compiles in ~30 s on an H100/H200)')
+    parser.add_argument("--dit-precision", default=None, help='cosmos `dit_precision` ("fp8": opt-in)')
+    parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {list(PATHS)}")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    paths = args.paths.split(",")
+    if "batched" not in paths or any(p not in PATHS for p in paths):
+        parser.error(f"--paths: a comma-separated subset of {list(PATHS)} that includes batched, got {args.paths!r}")
 
     options = {"config": args.config, "checkpoint": "random", "device": args.device}
     if args.compile:
         options["compile"] = args.compile
+    if args.dit_precision:
+        options["dit_precision"] = args.dit_precision
     policy, network = counted(make_policy("cosmos", options, "libero"))
     obs = observation(0)
     rows = []
     for name in args.ensembles.split(","):
         for n in [int(x) for x in args.ns.split(",")]:
-            row = measure(policy, network, obs, n, name, ENSEMBLES[name], args.repeats, args.warmup)
+            row = measure(policy, network, obs, n, name, ENSEMBLES[name], args.repeats, args.warmup, paths)
             rows.append(row)
             print(f"{name:5s} N={n:2d}: " + "   ".join(
                 f"{path} {row[path]['seconds_per_step']:6.2f} s ({row[path]['evaluations_per_s']:6.1f} eval/s)"
-                for path in PATHS) + f"   batched = {100 * row['dit_alone']['batched_share_of_dit_rate']:.0f}% "
+                for path in paths) + f"   batched = {100 * row['dit_alone']['batched_share_of_dit_rate']:.0f}% "
                 "of the bare DiT rate", flush=True)
     results = {"args": vars(args), "device": str(policy.network.device), "rows": rows}
     Path(args.out).write_text(json.dumps(results, indent=2))

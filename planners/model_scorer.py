@@ -10,11 +10,12 @@ With `ranking = "policy_value"` there are no further passes: a proposal's score 
 policy pass predicted (the reference's best-of-N without autoregressive flags).
 
 Conditioning (NVIDIA's get_future_state_prediction / get_value_prediction): a proposal that carries
-its latent sample (Cosmos with return_latents; the planner registry turns that on for an in-process
-policy) is handed to the world model whole, so the world-model pass conditions on the action pass's
-own sample and each value pass on its world-model sample: nothing is re-encoded or re-injected.
-Under protocol "reference" that is required; under "robofleet" proposals without latents (policy
-replicas without return_latents) fall back to injecting the chunk into the encoded observation.
+its latent sample (Cosmos with return_latents; the planner registry turns that on through the policy's
+`with_settings`, in-process and through replicas alike) is handed to the world model whole, so the
+world-model pass conditions on the action pass's own sample and each value pass on its world-model
+sample: nothing is re-encoded or re-injected. Under protocol "reference" that is required; under
+"robofleet" proposals without latents (a policy without with_settings) fall back to injecting the
+chunk into the encoded observation.
 
 Aggregations (values are in [0, 1]; the score is clamped to [0, 1] as the reference does):
     average        the mean of the F x V values.
@@ -223,8 +224,9 @@ class ModelScorer:
             return given
         if self.protocol == "reference":
             raise PlanningError("protocol 'reference' conditions the world model on the action pass's latent "
-                                "sample, but the proposals carry none: set return_latents = true in [policy] "
-                                "(needed when the policy is served by replicas)")
+                                "sample, but the proposals carry none: the acting policy must attach it (Cosmos: "
+                                "return_latents = true in [policy], which the planner sets itself through "
+                                "with_settings), or use protocol = \"robofleet\"")
         return chunks
 
     def _member_seed(self, seed: int, stream: int, member: int) -> int:

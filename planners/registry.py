@@ -57,8 +57,9 @@ def _make_best_of_n(options: Mapping[str, Any], policy: Policy, env: Env, protoc
         table = opts.model.planning_policy
         ensemble = opts.model.ranking == "ensemble"
         if ensemble and callable(getattr(policy, "with_settings", None)):
-            # An in-process Cosmos policy hands each proposal's latent sample on: the world model
-            # conditions on it (the reference's skip_vae_encoding path). Replicas need return_latents = true.
+            # Cosmos hands each proposal's latent sample on (in-process, or through replicas, whose
+            # client forwards the change): the world model conditions on it (the reference's
+            # skip_vae_encoding path).
             policy = policy.with_settings(return_latents=True)
         world = _build_policy("planning_policy", table, env) if table else policy
         for method in ("imagine", "value") if ensemble else ():

@@ -10,7 +10,6 @@ the family alone; the other tables are a run spec's, validated by the same code 
     [policy]
     name = "cosmos"                 # the ALOHA layout: 11 latent frames, chunk 50, cameras cam_high +
     checkpoint = "nvidia/Cosmos-Policy-ALOHA-Predict2-2B"   # cam_left_wrist + cam_right_wrist
-    return_latents = true           # protocol "reference": the world model conditions on each proposal's sample
     [planner]
     name = "best_of_n"
     n = 8

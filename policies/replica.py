@@ -6,7 +6,10 @@ first, and runs in a single model thread while new requests keep queueing. Kinds
 (policy mode), and for world-model policies `imagine` ([s,a] -> [s',V]) and `value` ([s,a,s'] -> V).
 Each request of those two carries its own denoising step count: a policy with `per_request_steps`
 (Cosmos) runs a batch of mixed counts in one sampler, for any other only requests of one count share
-a batch. Value requests with and without `mask_current_state_action` never share one.
+a batch. Value requests with and without `mask_current_state_action` never share one. A request may
+carry setting changes (`ReplicaClient.with_settings`, e.g. Cosmos's return_latents for the planner's
+world model): the replica runs it on `policy.with_settings(**changes)` (built once per distinct
+change), and only requests with the same changes share a batch.
 
 Determinism (`[serving] deterministic`, the default): the replica serves the policy's
 `batch_invariant(fixed_batch)` form (policies/contract.py; Cosmos: batch-invariant GEMMs on CUDA,
@@ -37,7 +40,9 @@ from robofleet.envs.contract import Observation
 from robofleet.policies.contract import Prediction, PreparedObservation
 
 
-Kind = tuple[str, int | None, bool]  # (method, step count or None, value masking): requests of one kind share a batch
+Settings = tuple[tuple[str, Any], ...]  # a policy's with_settings(**dict(settings)) changes, sorted by name
+Kind = tuple[str, int | None, bool, Settings]  # (method, step count or None, value masking, settings):
+# requests of one kind share a batch
 
 
 @dataclass(eq=False)
@@ -83,6 +88,7 @@ class PolicyReplica:
         self._phase_s: dict[str, tuple[float, int]] = {}  # stats key -> (sum of seconds, batches)
         self._queue_s: list[float] = []
         self._prepared_by_clients = 0
+        self._variants: dict[Settings, Any] = {(): policy}  # with_settings forms, built on first use
 
     async def ready(self) -> dict[str, Any]:
         """Load facts: seconds to build the policy, pid, visible GPUs."""
@@ -94,28 +100,33 @@ class PolicyReplica:
         """The policy's per-observation CPU work for clients to run (None if it has none)."""
         return getattr(self.policy, "request_preparer", None)
 
-    async def predict(self, obs: Observation, seed: int) -> Prediction:
-        """One policy request; resolved when its batch has run. Stats: queue_s, model_s, batch_size, network_rows, replica."""
-        return await self._submit("predict", (obs,), seed)
+    async def predict(self, obs: Observation, seed: int, settings: Settings = ()) -> Prediction:
+        """One policy request; resolved when its batch has run. Stats: queue_s, model_s, batch_size, network_rows, replica.
+        `settings`: with_settings changes for this request (see the module docstring)."""
+        return await self._submit("predict", (obs,), seed, settings=settings)
 
-    async def imagine(self, obs: Observation, actions: Any, seed: int, num_steps: int | None = None) -> Any:
+    async def imagine(self, obs: Observation, actions: Any, seed: int, num_steps: int | None = None,
+                      settings: Settings = ()) -> Any:
         """World model: the future state and value after executing `actions` (K, d_act) from `obs`
         (or a proposal's Prediction carrying its latents), with `num_steps` evaluations."""
-        return await self._submit("imagine", (obs, actions), seed, num_steps)
+        return await self._submit("imagine", (obs, actions), seed, num_steps, settings=settings)
 
     async def value(self, obs: Observation, actions: np.ndarray, future: Any, seed: int,
-                    num_steps: int | None = None, mask_current_state_action: bool = False) -> Any:
+                    num_steps: int | None = None, mask_current_state_action: bool = False,
+                    settings: Settings = ()) -> Any:
         """Value function: V in [0, 1] of `future` reached by `actions` from `obs`, with `num_steps`
         evaluations; masking as the policy's `value` takes it."""
-        return await self._submit("value", (obs, actions, future), seed, num_steps, mask_current_state_action)
+        return await self._submit("value", (obs, actions, future), seed, num_steps, mask_current_state_action,
+                                  settings)
 
-    async def _submit(self, method: str, args: tuple, seed: int, steps: int | None = None, mask: bool = False) -> Any:
+    async def _submit(self, method: str, args: tuple, seed: int, steps: int | None = None, mask: bool = False,
+                      settings: Settings = ()) -> Any:
         if self._loop_task is None:
             self._wakeup = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())
         future = asyncio.get_running_loop().create_future()
         self._prepared_by_clients += isinstance(args[0], PreparedObservation)
-        kind = (method, None if self._mixed_steps else steps, bool(mask))
+        kind = (method, None if self._mixed_steps else steps, bool(mask), tuple(settings))
         self._queue.append(_Request(kind, args, steps, int(seed), future, time.perf_counter()))
         self._wakeup.set()
         return await future
@@ -180,17 +191,28 @@ class PolicyReplica:
     def _run_batch(self, kind: Kind, batch: list[_Request]) -> tuple[list[Any], float]:
         columns = [list(c) for c in zip(*(r.args for r in batch))]
         seeds = [r.seed for r in batch]
-        method, steps, mask = kind
+        method, steps, mask, settings = kind
+        policy = self._variant(settings)
         started = time.perf_counter()
         if method == "predict":
-            results = self.policy.predict(columns[0], seeds)
+            results = policy.predict(columns[0], seeds)
         else:
             kwargs: dict[str, Any] = {"num_steps": [r.steps for r in batch] if self._mixed_steps else steps}
             if mask:
                 kwargs["mask_current_state_action"] = True
-            results = getattr(self.policy, method)(*columns, seeds, **kwargs)
+            results = getattr(policy, method)(*columns, seeds, **kwargs)
         _synchronize()
         return list(results), time.perf_counter() - started
+
+    def _variant(self, settings: Settings) -> Any:
+        """The served policy with `settings` applied (the same network; built once per distinct change)."""
+        if settings not in self._variants:
+            with_settings = getattr(self.policy, "with_settings", None)
+            if not callable(with_settings):
+                raise TypeError(f"{type(self.policy).__name__} has no with_settings(): a request asked for "
+                                f"{dict(settings)}")
+            self._variants[settings] = with_settings(**dict(settings))
+        return self._variants[settings]
 
     async def pending(self) -> int:
         """Requests accepted and not yet answered: queued, or in the batch the model is running."""
@@ -255,7 +277,9 @@ class ReplicaClient:
     preparer: the policy's `request_preparer` (from `PolicyReplica.request_preparer`), run here on
     every observation before it is sent, so that the replica's process only feeds its GPU.
     `imagine` / `value` take one step count for all requests or one per request (`per_request_steps`):
-    a planner sends a whole ensemble stage in one call and the replicas batch it.
+    a planner sends a whole ensemble stage in one call and the replicas batch it. `with_settings(**changes)`
+    is a client whose requests the replicas run on `policy.with_settings(**changes)` (the planner asks
+    Cosmos for return_latents this way, in a replica as in-process).
     """
 
     per_request_steps = True
@@ -268,6 +292,15 @@ class ReplicaClient:
         self.chunk_size = chunk_size
         self.preparer = preparer
         self._next = worker_index % len(replicas)
+        self._settings: Settings = ()
+
+    def with_settings(self, **changes: Any) -> ReplicaClient:
+        """A client on the same replicas whose requests run on the served policy's
+        `with_settings(**changes)` (on top of this client's own changes)."""
+        client = ReplicaClient(self.replicas, self.chunk_size, preparer=self.preparer)
+        client._next = self._next
+        client._settings = tuple(sorted({**dict(self._settings), **changes}.items()))
+        return client
 
     def predict(self, observations: list[Observation], seeds: list[int]) -> list[Prediction]:
         return self._fan_out("predict", list(zip(self._prepare(observations))), seeds, [{}] * len(seeds))
@@ -290,6 +323,8 @@ class ReplicaClient:
 
     def _fan_out(self, method: str, args: list[tuple], seeds: list[int], kwargs: list[dict[str, Any]]) -> list[Any]:
         sent = []
+        if self._settings:
+            kwargs = [{**kw, "settings": self._settings} for kw in kwargs]
         for a, seed, kw in zip(args, seeds, kwargs):
             index = self._next
             self._next = (self._next + 1) % len(self.replicas)

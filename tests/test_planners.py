@@ -485,8 +485,8 @@ def test_the_oracle_restores_robosuite_15_exactly():
 def _replica_spec() -> dict:
     return small_spec(
         env={**small_spec()["env"], "tasks": [1], "trials": 1, "render_cameras": True, "max_steps": 2},
-        policy={"name": "cosmos", "config": "tiny", "device": "cpu", "open_loop_steps": 2,
-                "return_latents": True},  # protocol "reference": the world model conditions on the proposals' samples
+        # no return_latents: the planner asks the replicas for the proposals' latent samples itself
+        policy={"name": "cosmos", "config": "tiny", "device": "cpu", "open_loop_steps": 2},
         planner={"name": "best_of_n", "n": 4, "scorer": "model", "aggregation": "lcb",
                  "future_steps": [1, 2], "value_steps": [1, 2]},
         serving={"replicas": 2, "max_batch": 2, "max_wait_ms": 20.0, "deterministic": True, "cpus_per_replica": 0.25},
@@ -522,6 +522,39 @@ def test_four_proposals_across_two_cosmos_replicas_complete_and_are_deterministi
     # one query: 4 proposals + 2 x 4 futures + 2 x 8 values = 28 requests, spread over both replicas
     assert sum(served) == 28 and min(served) > 0, served
     assert second["overall"]["errors"] == 0
+
+
+@needs_cosmos_num_steps
+def test_planning_through_a_replica_conditions_on_latents_and_matches_in_process(ray_cluster):
+    """Protocol reference needs each proposal's latent sample: the planner asks the replica for it through
+    ReplicaClient.with_settings (no return_latents in the options), and the decision is the one the same
+    batch-invariant policy makes in-process."""
+    from robofleet.policies.replica import PolicyReplica, ReplicaClient
+
+    ray = ray_cluster
+    cosmos = {"config": "tiny", "device": "cpu"}
+    replica = PolicyReplica.options(num_cpus=0.25).remote("cosmos", cosmos, "libero", max_batch=2,
+                                                          max_wait_s=0.02, fixed_batch=2)
+    try:
+        ray.get(replica.ready.remote())
+        options = planner_options(n=3, future_steps=[1, 3], value_steps=[1, 2])
+        obs = image_observation(11)
+        served = make_planner("best_of_n", options, ReplicaClient([replica], chunk_size=16), FakeLiberoEnv(),
+                              protocol="reference").decide(obs, 29)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as the replica's process (Ray: one OpenMP thread per fractional-CPU actor)
+        try:
+            local = make_policy("cosmos", cosmos, "libero").batch_invariant(2)
+            alone = make_planner("best_of_n", options, local, FakeLiberoEnv(), protocol="reference").decide(obs, 29)
+        finally:
+            torch.set_num_threads(threads)
+        assert served.stats["scores"] == alone.stats["scores"]
+        assert served.stats["chosen"] == alone.stats["chosen"]
+        assert np.array_equal(served.prediction.actions, alone.prediction.actions)
+    finally:
+        ray.kill(replica)
 
 
 @needs_cosmos_num_steps
