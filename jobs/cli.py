@@ -87,7 +87,8 @@ def error_exit_status(errors: int, episodes: int, where: list[Path], max_error_r
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from robofleet.jobs.sweep import load_any
-    from robofleet.platform.runner import check_writable, run, validate_before_ray
+    from robofleet.platform.preflight import check_writable, validate_before_ray
+    from robofleet.platform.runner import run
 
     check_overrides(args)
     if bool(args.spec) == bool(args.spec_env):

@@ -66,7 +66,7 @@ class RolloutVideo:
 
 class PendingVideo(str):
     """A temporary recording path (videos/recording/NAME.mp4) whose episode's outcome decides
-    whether it is kept at `final` (runner._row calls `settle`). Sent to a worker it is a plain str."""
+    whether it is kept at `final` (scheduler._row calls `settle`). Sent to a worker it is a plain str."""
 
     final: str
     policy: VideoPolicy

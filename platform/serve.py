@@ -498,11 +498,11 @@ def start_replicas_for(spec: RunSpec) -> ActorReplicas | InProcessReplica:
     """The spec's policy, loaded: in this process ([serving] replicas = 0) or as PolicyReplica actors
     (replicas >= 1; Ray must be connected)."""
     serving = spec.serving
-    if serving.replicas == 0:  # the arguments platform/runner.start_replicas gives its actors
+    if serving.replicas == 0:  # the arguments platform/replica_fleet.start_replicas gives its actors
         return InProcessReplica(spec.policy.name, spec.policy.options, spec.env.family, max_batch=serving.max_batch,
                                 max_wait_s=serving.max_wait_ms / 1000,
                                 fixed_batch=serving.fixed_batch if serving.deterministic else None)
-    from robofleet.platform.runner import start_replicas
+    from robofleet.platform.replica_fleet import start_replicas
 
     return ActorReplicas(start_replicas(spec))
 

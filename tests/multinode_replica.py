@@ -4,7 +4,7 @@ CPU (a stand-in for a GPU machine, chosen by `[serving] gpus_per_replica = 1` as
 
 1. restart: 1 replica, 2 GPU nodes. The replica's node dies; Ray restarts it on the other GPU node.
 2. failover: 2 replicas on 2 GPU nodes (a third joined). One replica's node dies and no node has room
-   for it: the runner gives it up (platform/runner._ReplicaWatch) and the clients send its requests to the
+   for it: the runner gives it up (platform/replica_fleet._ReplicaWatch) and the clients send its requests to the
    other replica.
 
 Run by tests/test_multinode_replicas.py in its own process. Prints one JSON line with what happened.
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from loopback_cluster import add_node, loopback_cluster
 
+import robofleet.platform.replica_fleet as replica_fleet
 import robofleet.platform.runner as runner
 from robofleet.platform.results import RunStore  # noqa: F401 - import before Ray starts workers
 from robofleet.platform.spec import spec_from_dict
@@ -98,7 +99,7 @@ def main(root: Path) -> None:
         report["undisturbed"] = [{k: r[k] for k in KEY} for r in rows(root / "undisturbed")]
         report["restart"] = disturbed(cluster, gpu_nodes, spec, root / "restart")
         gpu_nodes.append(add_node(cluster, "127.0.0.5", num_cpus=0, num_gpus=1))
-        runner._ReplicaWatch.give_up_s = 5.0  # no node has room for it: no restart can come
+        replica_fleet._ReplicaWatch.give_up_s = 5.0  # no node has room for it: no restart can come
         two = replace(spec, serving=replace(spec.serving, replicas=2))  # deterministic: the same episodes' rows
         report["failover"] = disturbed(cluster, gpu_nodes, two, root / "failover")
     print(json.dumps(report))

@@ -139,7 +139,7 @@ def cosmos_doc(checkpoint: Path | str, **options) -> dict:
 
 
 def test_a_sound_checkpoint_passes_the_driver_checks(tiny_raw, tmp_path):
-    from robofleet.platform.runner import validate_before_ray
+    from robofleet.platform.preflight import validate_before_ray
     from robofleet.platform.spec import spec_from_dict
 
     validate_before_ray(spec_from_dict(cosmos_doc(checkpoint_dir(tmp_path, tiny_raw))))

@@ -73,12 +73,12 @@ def test_batches_form_when_workers_ask_together(ray_cluster, tmp_path):
 
 def test_a_replica_killed_with_a_request_pending_restarts_and_the_run_matches_an_undisturbed_one(
         undisturbed, ray_cluster, tmp_path, monkeypatch):
-    import robofleet.platform.runner as runner
+    import robofleet.platform.replica_fleet as replica_fleet
 
     ray = ray_cluster
     handles: list = []
-    start = runner.start_replicas
-    monkeypatch.setattr(runner, "start_replicas", lambda spec: handles.extend(start(spec)) or list(handles))
+    start = replica_fleet.start_replicas
+    monkeypatch.setattr(replica_fleet, "start_replicas", lambda spec: handles.extend(start(spec)) or list(handles))
     # A batch waits up to 1 s for a batch-mate that never comes (one worker): a wide window to kill in.
     spec = spec_from_dict(serving_spec(workers=1, replicas=1, max_wait_ms=1000.0))
     result: dict = {}

@@ -106,7 +106,7 @@ def test_more_workers_than_the_cluster_holds_runs_on_those_that_fit(ray_cluster,
     wait forever (the 2-CPU test cluster holds 2 one-CPU workers, not 5)."""
     env = {**small_spec()["env"], "trials": 3, "max_steps": 2}
     spec = spec_from_dict(small_spec(env=env, run={"workers": 5}))
-    with caplog.at_level("WARNING", logger="robofleet.platform.runner"):
+    with caplog.at_level("WARNING", logger="robofleet.platform.preflight"):
         summary = run(spec, tmp_path, progress=False)
     assert summary["overall"]["episodes"] == 3
     assert "only 2 of 3 env workers fit" in caplog.text

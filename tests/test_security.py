@@ -166,7 +166,7 @@ def test_a_sweep_named_to_escape_is_refused_before_anything_is_written(tmp_path,
 def test_every_file_a_run_writes_is_inside_its_directory(tmp_path):
     from robofleet.platform.episodes import expand_episodes
     from robofleet.platform.results import RunStore
-    from robofleet.platform.runner import _video_path
+    from robofleet.platform.scheduler import _video_path
 
     spec = spec_from_dict({**small_spec(), "name": "a/b", "env": {**small_spec()["env"], "tasks": "all", "trials": 3}})
     store = RunStore(tmp_path / "run", spec)

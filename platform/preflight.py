@@ -1,0 +1,65 @@
+"""Checks made before a run's actors start: the policy's files and the output directory before Ray
+starts, and whether the spec's replicas and env workers fit the cluster once it is connected."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import ray
+
+from robofleet.platform.errors import SpecError
+from robofleet.platform.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+def check_resources(spec: RunSpec, n_workers: int) -> int:
+    """Fail early (instead of waiting forever) when replicas + workers cannot fit the cluster.
+
+    Returns how many env workers to start: `n_workers`, or as many as the cluster's free CPUs hold
+    (workers are all set up before the first episode, so more would wait forever; per-episode
+    results do not depend on the worker count).
+    """
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    s = spec.serving
+    replica_gpus = s.replicas * (s.gpus_per_replica if s.gpus_per_replica is not None else (1.0 if gpus else 0.0))
+    if replica_gpus > gpus:
+        raise SpecError("serving.replicas", f"{s.replicas} replicas need {replica_gpus:g} GPUs; the cluster has {gpus:g} "
+                        "(lower serving.replicas or serving.gpus_per_replica, 0 for CPU replicas, or add GPU nodes)")
+    free = cpus - s.replicas * s.cpus_per_replica
+    if free < spec.run.cpus_per_worker:
+        raise SpecError(
+            "serving.cpus_per_replica",
+            f"{s.replicas} replicas x {s.cpus_per_replica:g} CPUs leave {max(free, 0):g} of the cluster's {cpus:g} CPUs; "
+            f"an env worker needs {spec.run.cpus_per_worker:g} (lower serving.cpus_per_replica or run.cpus_per_worker)")
+    if n_workers < 1:
+        raise SpecError("run.workers", f"{n_workers} env workers: give an integer >= 1")
+    if free < n_workers * spec.run.cpus_per_worker:
+        fit = int(free // spec.run.cpus_per_worker)
+        log.warning("only %d of %d env workers fit (%g CPUs free for workers at %g each): starting %d",
+                    fit, n_workers, free, spec.run.cpus_per_worker, fit)
+        return fit
+    return n_workers
+
+
+def validate_before_ray(spec: RunSpec) -> None:
+    """What can only be checked where the driver runs, before Ray starts: the policy's files
+    (checkpoints, statistics, embeddings: present, readable, matching; policies/registry.py)."""
+    from robofleet.platform.policy_context import validate_spec_policy
+
+    validate_spec_policy(spec, check_files=True)
+
+
+def check_writable(directory: str | Path, what: str = "--out") -> None:
+    """RunDirError unless `directory` can be created and written (checked before Ray starts)."""
+    from robofleet.platform.results import RunDirError
+
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{what} {path}: cannot write there ({exc.strerror}); choose another directory") from exc
