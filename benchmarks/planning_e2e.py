@@ -77,6 +77,7 @@ def run_side(args: argparse.Namespace, side: str, out_dir: Path) -> dict[str, An
         "planner": planner_table(side, args.n),
         "episodes": len(rows),
         "errors": sum(1 for r in rows if r["error"]),
+        "error_examples": sorted({r["error"].strip()[-600:] for r in rows if r["error"]})[:3],
         "env_steps": sum(int(r["steps"]) for r in rows),
         "decisions": sum(int(r["queries"]) for r in rows),
         "episodes_per_hour": figures["episodes_per_hour"],
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sides", default="direct,light,full", help=f"comma-separated, of {sorted(PLANNERS)}")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--cpus-per-worker", type=float, default=1.0)
-    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--max-batch", type=int, default=16, help="the replica warms up every size up to it")
     parser.add_argument("--max-wait-ms", type=float, default=10.0)
     parser.add_argument("--compile", default=None, help='cosmos `compile` ("blocks": ~30-60 s to start)')
     parser.add_argument("--dit-precision", default=None)
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{side:12s} {row['episodes_per_hour']:9.1f} episodes/h  {row['env_steps_per_s']:7.1f} env steps/s  "
               f"{row['decision_s_mean']:6.2f} s/decision  planning {100 * row['planning_share_of_episode_wall']:.0f}% "
               f"of episode wall  errors {row['errors']}", flush=True)
+        for example in row["error_examples"]:
+            print("  error:", example, flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     if "direct" in results["sides"]:
         base = results["sides"]["direct"]["episodes_per_hour"]
