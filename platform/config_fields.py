@@ -15,6 +15,17 @@ Every check has default texts; `message` replaces all of them (one text for ever
 wrong), `type_message` only the text of a wrong type. Texts are format strings over `value` (as given)
 and, where they apply, `type`, `minimum`, `maximum`, `range` ("in [1, 8]", ">= 1"), `allowed` (the
 choices joined by ", ") and `choices` (as given). Hand-written: no library keeps these exact texts.
+
+Where fields depend on one another, `from_linked_table` builds the dataclass instead: a field declared
+with `required_setting` must be in the table, and a check option given as `earlier("name")` is the value
+an earlier field ended with (a task list is checked against the suite named before it):
+
+    @dataclass(frozen=True, kw_only=True)
+    class SuiteTable:
+        suite: str = setting("short", choice, allowed=("short", "long"))
+        tasks: tuple[int, ...] = required_setting(task_ids, suite=earlier("suite"))
+
+    from_linked_table(SuiteTable, {"suite": "long"}, "env.")   # SpecError("env.tasks", "missing (required)")
 """
 from __future__ import annotations
 
@@ -176,3 +187,54 @@ def from_table(cls: type[T], table: Mapping[str, Any], where: str = "", *, unkno
             check, options = f.metadata[_CHECK]
             values[f.name] = check(table[f.name], f"{where}{f.name}", **options)
     return cls(**values)
+
+
+# -- config dataclasses whose fields depend on one another ------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Earlier:
+    name: str
+
+
+def earlier(name: str) -> Any:
+    """A check option (in `setting` or `required_setting`) that `from_linked_table` replaces by the value
+    field `name`, declared before this one, ended with: its checked value, or its default when the table
+    leaves it out."""
+    return _Earlier(name)
+
+
+def required_setting(check: Callable[..., Any], **options: Any) -> Any:
+    """A dataclass field the table must give: `from_linked_table` stores `check(value, key, **options)`,
+    or raises SpecError(key, "missing (required)") in the field's turn. It has no default, so a dataclass
+    that declares it after defaulted fields needs `kw_only=True`."""
+    return dataclasses.field(metadata={_CHECK: (check, options)})
+
+
+def from_linked_table(cls: type[T], table: Mapping[str, Any], where: str = "", *, unknown: str = UNKNOWN_KEY) -> T:
+    """`from_table` for a config whose fields depend on one another: unknown keys refused first, then each
+    field in declaration order: a `required_setting` the table leaves out is SpecError(key, "missing
+    (required)"), as `require` says; a given key is checked with its `earlier(...)` options resolved; absent
+    keys take their defaults. For a dataclass with neither it is `from_table`."""
+    check_keys(table, table_keys(cls), where, unknown)
+    values: dict[str, Any] = {}
+    ended: dict[str, Any] = {}  # every field so far: checked, or its default
+    for f in dataclasses.fields(cls):
+        if _CHECK not in f.metadata:
+            continue
+        check, options = f.metadata[_CHECK]
+        if f.name in table:
+            resolved = {name: _ended(ended, option, cls, f.name) if isinstance(option, _Earlier) else option
+                        for name, option in options.items()}
+            ended[f.name] = values[f.name] = check(table[f.name], f"{where}{f.name}", **resolved)
+        elif f.default is not dataclasses.MISSING:
+            ended[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            ended[f.name] = f.default_factory()
+        else:
+            raise SpecError(f"{where}{f.name}", "missing (required)")
+    return cls(**values)
+
+
+def _ended(ended: Mapping[str, Any], option: _Earlier, cls: type, field: str) -> Any:
+    if option.name not in ended:
+        raise TypeError(f"{cls.__name__}.{field}: earlier({option.name!r}) names no setting declared before it")
+    return ended[option.name]

@@ -4,7 +4,8 @@ intervals, run figures, the software fingerprint, videos and the warnings a read
 summary.json shape (stable; tools may parse it; full reference: docs/summary_json.md):
     {
       "schema_version": 2, "kind": "run",
-      "run": {"name", "spec_hash", "seed", "protocol", "policy", "planner", "suite", "reset_mode", "episodes_planned"},
+      "run": {"name", "spec_hash", "seed", "protocol", "policy", "planner", "suite", "reset_mode", "episodes_planned",
+              "serving": {"replicas", "max_batch", "max_wait_ms", "deterministic", "fixed_batch"}},
       "overall": Stats, "suites": {suite: Stats}, "tasks": [{"suite", "task_id", "task", **Stats, "videos"}],
       "complete": bool,             # every planned episode is recorded
       "figures": {...},             # run figures (report_files.run_figures)
@@ -35,6 +36,8 @@ FINGERPRINT_PACKAGES = ("python", "torch", "mujoco", "robosuite", "libero", "ray
 FINGERPRINT_FIELDS = (*FINGERPRINT_PACKAGES, "assets", "git_sha", "cpu_model", "gpus")
 # Package versions shown per env worker environment (families run in their own Pythons: envs/families.py).
 WORKER_PACKAGES = ("python", "robosuite", "mujoco", "numpy", "libero", "robocasa", "torch", "ray")
+# The [serving] settings summary.json's run.serving holds and the reports' header shows (spec.ServingSpec).
+SERVING_SETTINGS = ("replicas", "max_batch", "max_wait_ms", "deterministic", "fixed_batch")
 
 
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
@@ -331,6 +334,18 @@ def when_line(summary: Mapping[str, Any]) -> str:
     return f"started {started or '?'}, ended {ended or '?'} (UTC)"
 
 
+def serving_line(run: Mapping[str, Any]) -> str:
+    """The run's [serving] settings in TOML spelling ("" in summaries written before run.serving existed):
+    "serving: replicas 2, max_batch 8, max_wait_ms 5.0, deterministic true, fixed_batch 1"."""
+    serving = run.get("serving")
+    if not serving:
+        return ""
+    if not serving.get("replicas"):  # then no setting of [serving] applies
+        return "serving: replicas 0 (each env worker holds its own policy)"
+    return "serving: " + ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else value}"
+                                   for key, value in serving.items() if key in SERVING_SETTINGS)
+
+
 def render_markdown(summary: Mapping[str, Any], episodes: Sequence[Mapping[str, Any]] = ()) -> str:
     """report.md: when and how, warnings, the per-task and per-suite tables with intervals, errors,
     the per-episode table (episodes: report.episode_table), run figures, fingerprint."""
@@ -343,6 +358,8 @@ def render_markdown(summary: Mapping[str, Any], episodes: Sequence[Mapping[str, 
         f"spec hash `{run.get('spec_hash')}`",
         "",
     ]
+    if serving_line(run):
+        lines += [serving_line(run), ""]
     if when_line(summary):
         lines += [when_line(summary), ""]
     if summary.get("command"):

@@ -27,8 +27,8 @@ from robofleet.platform.errors import RobofleetError
 from robofleet.platform.fingerprint import fingerprint
 from robofleet.platform.plots import Bar, steps_strip_chart, success_bar_chart
 from robofleet.platform.report import (
-    WORKER_PACKAGES, distinct_packages, episode_table, episodes_frame, outcome, render_markdown, run_warnings,
-    summarize,
+    SERVING_SETTINGS, WORKER_PACKAGES, distinct_packages, episode_table, episodes_frame, outcome, render_markdown,
+    run_warnings, summarize,
 )
 from robofleet.platform.report_html import render_run_html, render_sweep_html
 from robofleet.platform.report_sweep import LoadedRun, combine_runs, render_sweep_markdown
@@ -86,6 +86,7 @@ def run_info(spec: RunSpec) -> dict[str, Any]:
         "family": spec.env.family,
         "policy": spec.policy.name, "planner": spec.planner.name, "suite": spec.env.suite,
         "reset_mode": spec.env.reset, "episodes_planned": len(spec.env.tasks) * spec.env.trials,
+        "serving": {key: getattr(spec.serving, key) for key in SERVING_SETTINGS},
     }
 
 

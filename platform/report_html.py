@@ -11,8 +11,8 @@ import html
 from typing import Any, Mapping, Sequence
 
 from robofleet.platform.report import (
-    WORKER_PACKAGES, ci_text, distinct_packages, figure_text, fingerprint_fields, pct, shown_episodes, steps_text,
-    when_line, worker_package_cells,
+    WORKER_PACKAGES, ci_text, distinct_packages, figure_text, fingerprint_fields, pct, serving_line, shown_episodes,
+    steps_text, when_line, worker_package_cells,
 )
 from robofleet.platform.report_sweep import config_name, value_text, worker_package_rows
 
@@ -133,6 +133,8 @@ def render_run_html(summary: Mapping[str, Any], plot_png: bytes | None, episodes
                 f'<code>{esc(run.get("policy"))}</code>, planner <code>{esc(run.get("planner"))}</code>, '
                 f'seed {esc(run.get("seed"))}, reset <code>{esc(run.get("reset_mode"))}</code>, '
                 f'spec hash <code>{esc(run.get("spec_hash"))}</code></p>']
+    if serving_line(run):
+        sections.append(f'<p class="meta">{esc(serving_line(run))}</p>')
     if when_line(summary):
         sections.append(f'<p class="meta">{esc(when_line(summary))}</p>')
     if summary.get("command"):

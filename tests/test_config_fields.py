@@ -2,13 +2,15 @@
 and the fix."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import pytest
 
 from robofleet.platform.config_fields import (
-    INTEGER_IN_RANGE, boolean, choice, from_table, int_list, integer, mapping, number, setting, table_keys,
+    INTEGER_IN_RANGE, boolean, choice, earlier, from_linked_table, from_table, int_list, integer, mapping, number,
+    required_setting, setting, table_keys,
 )
 from robofleet.platform.errors import SpecError
 
@@ -74,3 +76,58 @@ def test_message_replaces_every_default_text_and_type_message_only_the_wrong_typ
 def test_a_spec_error_keeps_its_message_for_raising_under_another_key():
     error = SpecError("policy.speed", "must be a number, got 'x'")
     assert error.message == "must be a number, got 'x'" and str(error) == f"policy.speed: {error.message}"
+
+
+# -- fields that depend on one another (from_linked_table) ------------------------------------------
+SHELVES = {"short": 2, "long": 5}
+
+
+def shelf_slot(value: Any, key: str, shelf: str) -> int:
+    return integer(value, key, 0, SHELVES[shelf] - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Linked:
+    shelf: str = setting("short", choice, allowed=tuple(SHELVES))
+    slot: int = required_setting(shelf_slot, shelf=earlier("shelf"))  # checked against the shelf named before it
+    count: int = required_setting(integer, minimum=1)
+    label: str = setting("", choice, allowed=("", "a"))
+
+
+def linked_error(table: Mapping[str, Any]) -> str:
+    with pytest.raises(SpecError) as caught:
+        from_linked_table(Linked, table, "x.")
+    return str(caught.value)
+
+
+def test_a_linked_field_is_checked_against_the_value_an_earlier_field_ended_with():
+    assert from_linked_table(Linked, {"shelf": "long", "slot": 4, "count": 1}) == Linked(shelf="long", slot=4, count=1)
+    assert linked_error({"slot": 4, "count": 1}) == "x.slot: must be <= 1, got 4"  # the shelf's default: short
+
+
+def test_a_required_field_left_out_is_reported_in_its_turn():
+    assert linked_error({"shelf": "long", "count": 1}) == "x.slot: missing (required)"
+    assert linked_error({"shelf": "tall", "count": 1}).startswith("x.shelf: unknown value 'tall'")  # shelf first
+    assert linked_error({"slot": 0, "label": "b"}) == "x.count: missing (required)"  # count before label
+    assert linked_error({"slot": 0, "count": 1, "colour": 1}).startswith("x.colour: unknown key")  # keys first
+
+
+def test_without_linked_or_required_fields_it_is_from_table():
+    for table in ({}, {"count": 3, "steps": [4]}, {"verbose": "yes", "count": 0}, {"note": "x"}, {"rate": 1.0}):
+        try:
+            expected = from_table(Example, table, "example.")
+        except SpecError as exc:
+            with pytest.raises(SpecError, match=f"^{re.escape(str(exc))}$"):
+                from_linked_table(Example, table, "example.")
+        else:
+            assert from_linked_table(Example, table, "example.") == expected
+
+
+def test_a_link_to_a_field_declared_later_is_a_programming_error():
+    @dataclass(frozen=True)
+    class Backwards:
+        slot: int = setting(0, shelf_slot, shelf=earlier("shelf"))
+        shelf: str = setting("short", choice, allowed=tuple(SHELVES))
+
+    with pytest.raises(TypeError, match=r"Backwards.slot: earlier\('shelf'\) names no setting declared before it"):
+        from_linked_table(Backwards, {"slot": 0})

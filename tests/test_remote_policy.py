@@ -156,6 +156,38 @@ def test_bad_remote_options_are_named(policy, key):
         spec_from_dict(small_spec(env=ENV, policy=policy))
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"url": "ws://h:1", "protocol": "openpi", "token": "x"},
+     "policy.token: unknown option for policy 'remote'; allowed: url, protocol, api_key_env, send_seed, timeout_s, "
+     "image_size, max_reply_mb"),
+    ({"url": "ws://h:1"}, "policy.protocol: must be one of openpi, http_act, got None"),
+    ({"url": 5, "protocol": "grpc"}, "policy.protocol: must be one of openpi, http_act, got 'grpc'"),  # protocol first
+    ({"protocol": "http_act"}, "policy.url: None: protocol 'http_act' needs a http or https URL, "
+                               "e.g. http://127.0.0.1:8000/act"),
+    ({"url": "ws://[", "protocol": "openpi"}, "policy.url: 'ws://[': protocol 'openpi' needs a ws or wss URL, "
+                                              "e.g. ws://127.0.0.1:8000"),
+    ({"url": "ws://h:99999", "protocol": "openpi"}, "policy.url: 'ws://h:99999' has an invalid port"),
+    ({"url": "ws://h", "protocol": "openpi", "api_key_env": 3}, "policy.api_key_env: must name an environment "
+                                                                "variable, got 3"),
+    ({"url": "ws://h", "protocol": "openpi", "send_seed": "yes"}, "policy.send_seed: must be true or false, got 'yes'"),
+    ({"url": "ws://h", "protocol": "openpi", "timeout_s": 0}, "policy.timeout_s: must be a number in 0.001..3600, got 0"),
+    ({"url": "ws://h", "protocol": "openpi", "image_size": 224.0},
+     "policy.image_size: must be a number in 8..1024, got 224.0"),
+    ({"url": "http://h/act", "protocol": "http_act", "image_size": 224, "max_reply_mb": True},  # the numbers first
+     "policy.max_reply_mb: must be a number in 0.001..4096, got True"),
+])
+def test_remote_option_errors_name_the_key_the_value_and_the_fix(options, message):
+    with pytest.raises(SpecError) as err:
+        make_remote(options, "libero")
+    assert str(err.value) == message
+
+
+def test_remote_options_keep_their_defaults():
+    options = make_remote({"url": "ws://h:1", "protocol": "openpi"}, "libero").options
+    assert (options.api_key_env, options.send_seed, options.timeout_s, options.image_size, options.max_reply_mb) == \
+        (None, False, 60.0, 224, 64.0)
+
+
 def test_a_remote_policy_needs_camera_images():
     with pytest.raises(SpecError, match="env.render_cameras"):
         spec_from_dict(small_spec(policy={"name": "remote", "url": "ws://127.0.0.1:1", "protocol": "openpi"}))

@@ -177,6 +177,24 @@ def test_a_run_report_writes_files_that_parse(tmp_path):
     assert "- spec hash: `" in md and "- mujoco: 3.8.1" in md
 
 
+def test_a_run_report_shows_the_serving_settings(tmp_path):
+    served = {**spec_with([0], 2), "serving": {"replicas": 2, "max_batch": 4, "max_wait_ms": 2.5, "deterministic": False,
+                                               "fixed_batch": 3}}
+    run = make_run_dir(tmp_path / "served", outcomes([0], 2, lambda t, i: 1), served)
+    summary = write_run_report(run)
+    expected = {"replicas": 2, "max_batch": 4, "max_wait_ms": 2.5, "deterministic": False, "fixed_batch": 3}
+    assert summary["run"]["serving"] == expected
+    assert json.loads((run / "summary.json").read_text())["run"]["serving"] == expected
+    line = "serving: replicas 2, max_batch 4, max_wait_ms 2.5, deterministic false, fixed_batch 3"
+    assert line in (run / "report.md").read_text()
+    assert line in "".join(parse_html(run / "report.html").text)
+
+    alone = write_run_report(make_run_dir(tmp_path / "alone", outcomes([0], 2, lambda t, i: 1), spec_with([0], 2)))
+    assert alone["run"]["serving"] == {"replicas": 0, "max_batch": 8, "max_wait_ms": 5.0, "deterministic": True,
+                                       "fixed_batch": 1}  # the defaults, filled in
+    assert "serving: replicas 0 (each env worker holds its own policy)" in (tmp_path / "alone" / "report.md").read_text()
+
+
 def test_an_incomplete_run_says_so(tmp_path):
     run = make_run_dir(tmp_path / "run", outcomes([0], 2, lambda t, i: 1), skip=((0, 1),))
     summary = write_run_report(run)
@@ -518,7 +536,7 @@ def test_video_policy_reads_the_cli_forms_and_refuses_the_rest():
 
 def test_failure_videos_keep_only_episodes_that_did_not_succeed_up_to_k_per_task(tmp_path):
     from robofleet.platform.rollout_video import VideoPolicy
-    from robofleet.platform.runner import _InFlight, _row, _video_path
+    from robofleet.platform.scheduler import _InFlight, _row, _video_path
 
     spec = spec_from_dict(spec_with([0, 1], 4))
     store = RunStore(tmp_path / "run", spec)

@@ -26,6 +26,9 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from robofleet.envs.contract import Observation
+from robofleet.platform.config_fields import (
+    boolean, check_keys, choice, earlier, from_linked_table, integer, number, setting, table_keys,
+)
 from robofleet.platform.errors import SpecError
 from robofleet.policies.contract import PolicyContext, Prediction
 from robofleet.policies.remote.adapters import ADAPTERS, PROTOCOLS, adapter_for
@@ -34,56 +37,70 @@ from robofleet.policies.remote.connections import (
 )
 
 _SCHEMES = {"openpi": ("ws", "wss"), "http_act": ("http", "https")}
+_UNKNOWN = "unknown option for policy 'remote'; allowed: {allowed}"
+
+
+def _url(value: Any, key: str, protocol: str) -> str:
+    """A URL of `protocol`'s schemes (see _SCHEMES) with a host and, where given, a valid port."""
+    schemes = _SCHEMES[protocol]
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        parts = None
+    if parts is None or parts.scheme not in schemes or not parts.hostname:
+        raise SpecError(key, f"{value!r}: protocol {protocol!r} needs a {' or '.join(schemes)} URL, "
+                             f"e.g. {schemes[0]}://127.0.0.1:8000{'/act' if protocol == 'http_act' else ''}")
+    try:
+        parts.port
+    except ValueError:
+        raise SpecError(key, f"{value!r} has an invalid port") from None
+    return value
+
+
+def _variable_name(value: Any, key: str) -> str | None:
+    """The name of an environment variable; None passes (the default: no API key)."""
+    if value is not None and (not isinstance(value, str) or not value.isidentifier()):
+        raise SpecError(key, f"must name an environment variable, got {value!r}")
+    return value
+
+
+def _within(default: float, low: float, high: float, check: Any = number) -> Any:
+    """A number in [low, high] (`integer`: an int), refused with "must be a number in LOW..HIGH"."""
+    return setting(default, check, minimum=low, maximum=high,
+                   message=f"must be a number in {low:g}..{high:g}, got {{value!r}}")
 
 
 @dataclass(frozen=True)
 class RemoteOptions:
-    """The `[policy]` options of `remote`, validated."""
+    """The `[policy]` options of `remote`, validated; fields in the order they are checked."""
 
-    url: str  # where the server listens (scheme per protocol: see _SCHEMES)
-    protocol: str  # "openpi" | "http_act"
-    api_key_env: str | None = None  # environment variable holding the API key (read in the env worker)
-    send_seed: bool = False  # add the request's seed as "seed" (a robofleet extension; other peers may refuse it)
-    timeout_s: float = 60.0  # per request (and per connection attempt)
-    image_size: int = 224  # openpi: side of the square images sent (openpi's LIBERO example resizes to 224)
-    max_reply_mb: float = 64.0  # replies larger than this are refused
+    # "openpi" | "http_act"; required (parse_options gives None when left out, which is refused)
+    protocol: str = setting(None, choice, allowed=PROTOCOLS, message="must be one of {allowed}, got {value!r}")
+    # where the server listens, in the protocol's scheme (_SCHEMES); required, as protocol
+    url: str = setting(None, _url, protocol=earlier("protocol"))
+    # environment variable holding the API key (read in the env worker); None: no key
+    api_key_env: str | None = setting(None, _variable_name)
+    # add the request's seed as "seed" (a robofleet extension; other peers may refuse it)
+    send_seed: bool = setting(False, boolean)
+    timeout_s: float = _within(60.0, 0.001, 3600.0)  # per request (and per connection attempt)
+    # openpi only: side of the square images sent (openpi's LIBERO example resizes to 224)
+    image_size: int = _within(224, 8, 1024, integer)
+    max_reply_mb: float = _within(64.0, 0.001, 4096.0)  # replies larger than this are refused
+
+
+# The unknown-key text lists url first, as the module docstring does (the fields are declared protocol first:
+# the url's scheme depends on it).
+_LISTED = ("url", "protocol", *(key for key in table_keys(RemoteOptions) if key not in ("url", "protocol")))
 
 
 def parse_options(options: Mapping[str, Any]) -> RemoteOptions:
     """RemoteOptions from `[policy]` options; SpecError names the key, the value and the fix."""
-    allowed = ("url", "protocol", "api_key_env", "send_seed", "timeout_s", "image_size", "max_reply_mb")
-    for key in options:
-        if key not in allowed:
-            raise SpecError(f"policy.{key}", f"unknown option for policy 'remote'; allowed: {', '.join(allowed)}")
-    protocol = options.get("protocol")
-    if protocol not in PROTOCOLS:
-        raise SpecError("policy.protocol", f"must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    url = options.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in _SCHEMES[protocol] or not parts.hostname:
-        raise SpecError("policy.url", f"{url!r}: protocol {protocol!r} needs a {' or '.join(_SCHEMES[protocol])} URL, "
-                                      f"e.g. {_SCHEMES[protocol][0]}://127.0.0.1:8000{'/act' if protocol == 'http_act' else ''}")
-    try:
-        parts.port
-    except ValueError:
-        raise SpecError("policy.url", f"{url!r} has an invalid port") from None
-    key_env = options.get("api_key_env")
-    if key_env is not None and (not isinstance(key_env, str) or not key_env.isidentifier()):
-        raise SpecError("policy.api_key_env", f"must name an environment variable, got {key_env!r}")
-    send_seed = options.get("send_seed", False)
-    if not isinstance(send_seed, bool):
-        raise SpecError("policy.send_seed", f"must be true or false, got {send_seed!r}")
-    numbers = {}
-    for key, default, low, high, kind in (("timeout_s", 60.0, 0.001, 3600.0, (int, float)),
-                                          ("image_size", 224, 8, 1024, (int,)),
-                                          ("max_reply_mb", 64.0, 0.001, 4096.0, (int, float))):
-        value = options.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
-            raise SpecError(f"policy.{key}", f"must be a number in {low:g}..{high:g}, got {value!r}")
-        numbers[key] = value
-    if "image_size" in options and protocol != "openpi":
+    check_keys(options, _LISTED, "policy.", _UNKNOWN)
+    # url and protocol have no default: left out, they are None, which their checks refuse with the fix
+    parsed = from_linked_table(RemoteOptions, {"protocol": None, "url": None, **options}, "policy.")
+    if "image_size" in options and parsed.protocol != "openpi":
         raise SpecError("policy.image_size", "applies to protocol 'openpi' only (http_act sends the env's images)")
-    return RemoteOptions(url=url, protocol=protocol, api_key_env=key_env, send_seed=send_seed, **numbers)
+    return parsed
 
 
 class RemotePolicy:
