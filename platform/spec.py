@@ -55,15 +55,18 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import tomli_w
 
 from robofleet.envs import robocasa_tasks, robosuite_tasks
 from robofleet.envs.libero_suites import LIBERO_SUITES, TRIALS_PER_INIT_FILE
-from robofleet.platform.config_fields import boolean, check_keys, choice, from_table, integer, number, require, setting, text
+from robofleet.platform.config_fields import (
+    boolean, check_keys, choice, earlier, from_linked_table, from_table, integer, number, require, required_setting,
+    setting, table_keys, text,
+)
 from robofleet.platform.errors import SpecError
 from robofleet.platform.protocol import PROTOCOLS, default_protocol, protocols_of_family
 
@@ -78,6 +81,8 @@ MAX_STEPS_SEEDED = 10_000  # their horizon is ours (ignore_done), not robosuite'
 
 @dataclass(frozen=True)
 class EnvSpec:
+    """[env], validated: built from its family's table (ENV_TABLES below), which declares each key's check."""
+
     family: str
     suite: str
     tasks: tuple[int, ...]
@@ -105,6 +110,8 @@ class PlannerSpec:
 
 @dataclass(frozen=True)
 class ServingSpec:
+    """[serving], validated: built from ServingTable below, which declares each key's check (and default)."""
+
     replicas: int = 0
     max_batch: int = 8
     max_wait_ms: float = 5.0
@@ -161,42 +168,156 @@ class RunSpec:
 
 
 # -- validation ------------------------------------------------------------------------------------
-def _tasks(value: Any, n_tasks: int, suite: str, names: tuple[str, ...] = ()) -> tuple[int, ...]:
-    """Task ids from "all" or a list of ids (or, where the suite has `names`, task names)."""
+# [env]: each family's table is a frozen dataclass whose fields are declared in the order they are checked
+# (the first bad key in that order is the one reported); `_env_spec` turns it into the EnvSpec.
+ENV_KEYS = ("family", "suite", "tasks", "trials", "image_size", "render_cameras", "render_steps", "reset", "max_steps",
+            "cameras")  # the order the unknown-key message lists them in; every family's table has the rest
+
+
+_Catalogue = Callable[[str], tuple[int, tuple[str, ...]]]  # suite -> (number of tasks, task names or ())
+
+
+def _task_ids(value: Any, key: str, suite: str, catalogue: _Catalogue) -> tuple[int, ...]:
+    """Task ids from "all" or a list of ids (or, where the suite has names, task names)."""
+    n_tasks, names = catalogue(suite)
     if value == "all":
         return tuple(range(n_tasks))
     if not isinstance(value, list) or not value:
-        raise SpecError("env.tasks", f'must be "all" or a non-empty list of task {"names or " if names else ""}ids, '
-                                     f"got {value!r}")
+        raise SpecError(key, f'must be "all" or a non-empty list of task {"names or " if names else ""}ids, '
+                             f"got {value!r}")
     ids = []
     for v in value:
         if names and isinstance(v, str):
             if v not in names:
-                raise SpecError("env.tasks", f"unknown task {v!r} in suite {suite}; allowed: {', '.join(names)}")
+                raise SpecError(key, f"unknown task {v!r} in suite {suite}; allowed: {', '.join(names)}")
             v = names.index(v)
         else:
-            integer(v, "env.tasks")
+            integer(v, key)
         if not 0 <= v < n_tasks:
-            raise SpecError("env.tasks", f"task id {v} out of range: {suite} has tasks 0..{n_tasks - 1}")
+            raise SpecError(key, f"task id {v} out of range: {suite} has tasks 0..{n_tasks - 1}")
         ids.append(v)
     if len(set(ids)) != len(ids):
-        raise SpecError("env.tasks", f"duplicate tasks in {value!r}")
+        raise SpecError(key, f"duplicate tasks in {value!r}")
     return tuple(ids)
 
 
-def _cameras(value: Any, allowed: tuple[str, ...], where: str) -> tuple[str, ...]:
+def _camera_names(value: Any, key: str, allowed: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """A non-empty list of distinct cameras of `allowed` (`where`: whose cameras they are, for the message)."""
     if not isinstance(value, list) or not value or not all(isinstance(c, str) for c in value):
-        raise SpecError("env.cameras", f"must be a non-empty list of camera names, got {value!r}")
+        raise SpecError(key, f"must be a non-empty list of camera names, got {value!r}")
     unknown = [c for c in value if c not in allowed]
     if unknown:
-        raise SpecError("env.cameras", f"unknown camera {unknown[0]!r} for {where}; allowed: {', '.join(allowed)}")
+        raise SpecError(key, f"unknown camera {unknown[0]!r} for {where}; allowed: {', '.join(allowed)}")
     if len(set(value)) != len(value):
-        raise SpecError("env.cameras", f"duplicate cameras in {value!r}")
+        raise SpecError(key, f"duplicate cameras in {value!r}")
     return tuple(value)
 
 
-ENV_KEYS = ("family", "suite", "tasks", "trials", "image_size", "render_cameras", "render_steps", "reset", "max_steps",
-            "cameras")
+def _robosuite_cameras(value: Any, key: str, suite: str, tasks: tuple[int, ...]) -> tuple[str, ...]:
+    """Cameras every one of the chosen robosuite tasks can render."""
+    chosen = [robosuite_tasks.ROBOSUITE_SUITES[suite].tasks[t] for t in tasks]
+    allowed = tuple(c for c in chosen[0].cameras if all(c in task.cameras for task in chosen))
+    return _camera_names(value, key, allowed, f"task{'s' if len(chosen) > 1 else ''} "
+                                              f"{', '.join(task.name for task in chosen)}")
+
+
+def _no_cameras(value: Any, key: str) -> tuple[str, ...]:
+    """LIBERO's env.cameras: refused, whatever its value."""
+    raise SpecError(key, "LIBERO renders agentview and robot0_eye_in_hand (fixed); "
+                         "env.cameras is for the robosuite and robocasa families")
+
+
+def _step_limit(value: Any, key: str, maximum: int) -> int | None:
+    """max_steps in [1, maximum]; None (a Python caller's "the default": TOML has no null) passes."""
+    return None if value is None else integer(value, key, 1, maximum)
+
+
+def _hard_reset(value: Any, key: str) -> str:
+    """robocasa's reset: a mode of RESET_MODES, and only "hard"."""
+    if choice(value, key, RESET_MODES) != "hard":
+        raise SpecError(key, "robocasa builds a fresh kitchen for every episode (the reference protocol); "
+                             "only 'hard' applies")
+    return value
+
+
+def _libero_tasks(suite: str) -> tuple[int, tuple[str, ...]]:
+    return LIBERO_SUITES[suite].n_tasks, ()
+
+
+def _robosuite_tasks(suite: str) -> tuple[int, tuple[str, ...]]:
+    return len(robosuite_tasks.ROBOSUITE_SUITES[suite].tasks), robosuite_tasks.ROBOSUITE_SUITES[suite].task_names
+
+
+def _robocasa_tasks(suite: str) -> tuple[int, tuple[str, ...]]:
+    tasks = robocasa_tasks.ROBOCASA_SUITES[suite]
+    return len(tasks), tuple(t.name for t in tasks)
+
+
+# The fields every family shares (each family's table declares them where they are checked).
+def _image_size(default: int) -> Any:
+    return setting(default, integer, minimum=32, maximum=1024)  # camera pixels (square)
+
+
+def _render_cameras() -> Any:
+    return setting(True, boolean)  # false: no images (privileged policies only)
+
+
+def _render_steps() -> Any:
+    return setting("observed", choice, allowed=RENDER_STEPS)  # "observed": only steps a decision reads | "every"
+
+
+def _trials(maximum: int) -> Any:
+    return required_setting(integer, minimum=1, maximum=maximum)  # per task
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiberoEnvTable:
+    """[env] of family "libero": a LIBERO suite; trial i uses the suite's fixed init state i."""
+
+    cameras: tuple[str, ...] = setting((), _no_cameras)  # refused: LIBERO's two cameras are fixed
+    suite: str = required_setting(choice, allowed=tuple(LIBERO_SUITES))
+    tasks: tuple[int, ...] = required_setting(_task_ids, suite=earlier("suite"), catalogue=_libero_tasks)
+    trials: int = _trials(TRIALS_PER_INIT_FILE)
+    image_size: int = _image_size(256)
+    render_cameras: bool = _render_cameras()
+    render_steps: str = _render_steps()
+    reset: str = setting("hard", choice, allowed=RESET_MODES)  # "hard" (bit-identical episodes) | "soft" (faster)
+    max_steps: int | None = setting(None, _step_limit, maximum=990)  # None: the suite's protocol limit
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobosuiteEnvTable:
+    """[env] of family "robosuite": robosuite 1.5 tasks by name; trial i's initial state comes from its seed."""
+
+    suite: str = setting(robosuite_tasks.DEFAULT_SUITE, choice, allowed=tuple(robosuite_tasks.ROBOSUITE_SUITES))
+    tasks: tuple[int, ...] = required_setting(_task_ids, suite=earlier("suite"), catalogue=_robosuite_tasks)
+    trials: int = _trials(MAX_TRIALS_SEEDED)
+    image_size: int = _image_size(256)
+    render_cameras: bool = _render_cameras()
+    render_steps: str = _render_steps()
+    reset: str = setting("hard", choice, allowed=RESET_MODES)
+    max_steps: int | None = setting(None, _step_limit, maximum=MAX_STEPS_SEEDED)  # None: the task's limit
+    cameras: tuple[str, ...] = setting(robosuite_tasks.DEFAULT_CAMERAS, _robosuite_cameras, suite=earlier("suite"),
+                                       tasks=earlier("tasks"))  # any the chosen tasks can all render
+
+
+@dataclass(frozen=True, kw_only=True)
+class RobocasaEnvTable:
+    """[env] of family "robocasa": RoboCasa's atomic tasks by name, with its protocol's scenes, cameras and limits."""
+
+    suite: str = setting(robocasa_tasks.SUITE, choice, allowed=tuple(robocasa_tasks.ROBOCASA_SUITES))
+    reset: str = setting("hard", _hard_reset)  # a fresh kitchen every episode: "hard" only
+    tasks: tuple[int, ...] = required_setting(_task_ids, suite=earlier("suite"), catalogue=_robocasa_tasks)
+    trials: int = _trials(MAX_TRIALS_SEEDED)  # the scene of trial t: (t // 10) % 5
+    image_size: int = _image_size(robocasa_tasks.IMAGE_SIZE)
+    render_cameras: bool = _render_cameras()
+    render_steps: str = _render_steps()
+    max_steps: int | None = setting(None, _step_limit, maximum=MAX_STEPS_SEEDED)  # None: the task's limit
+    cameras: tuple[str, ...] = setting(robocasa_tasks.CAMERAS, _camera_names,
+                                       allowed=robocasa_tasks.CAMERAS + robocasa_tasks.OTHER_CAMERAS, where="robocasa")
+
+
+ENV_TABLES: dict[str, type] = {"libero": LiberoEnvTable, "robosuite": RobosuiteEnvTable, "robocasa": RobocasaEnvTable}
 
 
 def _env_spec(table: Any) -> EnvSpec:
@@ -205,74 +326,9 @@ def _env_spec(table: Any) -> EnvSpec:
     where = "env."
     check_keys(table, ENV_KEYS, where)
     family = choice(require(table, "family", where), "env.family", ENV_FAMILIES)
-    if family == "robosuite":
-        return _robosuite_env_spec(table)
-    if family == "robocasa":
-        return _robocasa_env_spec(table)
-    if "cameras" in table:
-        raise SpecError("env.cameras", "LIBERO renders agentview and robot0_eye_in_hand (fixed); "
-                                       "env.cameras is for the robosuite and robocasa families")
-    suite_name = choice(require(table, "suite", where), "env.suite", list(LIBERO_SUITES))
-    suite = LIBERO_SUITES[suite_name]
-    max_steps = table.get("max_steps")
-    return EnvSpec(
-        family=family,
-        suite=suite_name,
-        tasks=_tasks(require(table, "tasks", where), suite.n_tasks, suite_name),
-        trials=integer(require(table, "trials", where), "env.trials", 1, TRIALS_PER_INIT_FILE),
-        image_size=integer(table.get("image_size", 256), "env.image_size", 32, 1024),
-        render_cameras=boolean(table.get("render_cameras", True), "env.render_cameras"),
-        render_steps=choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
-        reset=choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
-        max_steps=None if max_steps is None else integer(max_steps, "env.max_steps", 1, 990),
-    )
-
-
-def _robosuite_env_spec(table: Mapping[str, Any]) -> EnvSpec:
-    """family "robosuite": robosuite 1.5 tasks by name; trial i's initial state comes from its seed."""
-    suite_name = choice(table.get("suite", robosuite_tasks.DEFAULT_SUITE), "env.suite",
-                        list(robosuite_tasks.ROBOSUITE_SUITES))
-    suite = robosuite_tasks.ROBOSUITE_SUITES[suite_name]
-    tasks = _tasks(require(table, "tasks", "env."), len(suite.tasks), suite_name, suite.task_names)
-    allowed = tuple(c for c in suite.tasks[tasks[0]].cameras if all(c in suite.tasks[t].cameras for t in tasks))
-    where = f"task{'s' if len(tasks) > 1 else ''} {', '.join(suite.tasks[t].name for t in tasks)}"
-    max_steps = table.get("max_steps")
-    return EnvSpec(
-        family="robosuite",
-        suite=suite_name,
-        tasks=tasks,
-        trials=integer(require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
-        image_size=integer(table.get("image_size", 256), "env.image_size", 32, 1024),
-        render_cameras=boolean(table.get("render_cameras", True), "env.render_cameras"),
-        render_steps=choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
-        reset=choice(table.get("reset", "hard"), "env.reset", RESET_MODES),
-        max_steps=None if max_steps is None else integer(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
-        cameras=_cameras(table.get("cameras", list(robosuite_tasks.DEFAULT_CAMERAS)), allowed, where),
-    )
-
-
-def _robocasa_env_spec(table: Mapping[str, Any]) -> EnvSpec:
-    """family "robocasa": RoboCasa's atomic tasks by name, with its protocol's scenes, cameras and limits."""
-    suite_name = choice(table.get("suite", robocasa_tasks.SUITE), "env.suite", list(robocasa_tasks.ROBOCASA_SUITES))
-    tasks = robocasa_tasks.ROBOCASA_SUITES[suite_name]
-    reset = choice(table.get("reset", "hard"), "env.reset", RESET_MODES)
-    if reset != "hard":
-        raise SpecError("env.reset", "robocasa builds a fresh kitchen for every episode (the reference protocol); "
-                                     "only 'hard' applies")
-    max_steps = table.get("max_steps")
-    allowed = robocasa_tasks.CAMERAS + robocasa_tasks.OTHER_CAMERAS
-    return EnvSpec(
-        family="robocasa",
-        suite=suite_name,
-        tasks=_tasks(require(table, "tasks", "env."), len(tasks), suite_name, tuple(t.name for t in tasks)),
-        trials=integer(require(table, "trials", "env."), "env.trials", 1, MAX_TRIALS_SEEDED),
-        image_size=integer(table.get("image_size", robocasa_tasks.IMAGE_SIZE), "env.image_size", 32, 1024),
-        render_cameras=boolean(table.get("render_cameras", True), "env.render_cameras"),
-        render_steps=choice(table.get("render_steps", "observed"), "env.render_steps", RENDER_STEPS),
-        reset=reset,
-        max_steps=None if max_steps is None else integer(max_steps, "env.max_steps", 1, MAX_STEPS_SEEDED),
-        cameras=_cameras(table.get("cameras", list(robocasa_tasks.CAMERAS)), allowed, "robocasa"),
-    )
+    cls = ENV_TABLES[family]
+    env = from_linked_table(cls, {key: value for key, value in table.items() if key != "family"}, where)
+    return EnvSpec(family=family, **{key: getattr(env, key) for key in table_keys(cls)})
 
 
 def _policy_spec(table: Any, family: str) -> PolicySpec:
@@ -300,23 +356,36 @@ def _planner_spec(table: Any) -> PlannerSpec:
     return PlannerSpec(name=name, options=validate_planner_options(name, options))
 
 
+# [serving]: checked in the order of its table below (max_batch first: it bounds fixed_batch); the
+# unknown-key message lists the keys in ServingSpec's order, the order dump_spec_toml writes them in.
+SERVING_KEYS = tuple(f.name for f in fields(ServingSpec))
+
+
+def _gpus(value: Any, key: str) -> float | None:
+    """gpus_per_replica >= 0; None (a Python caller's "1 if the cluster has GPUs, else 0") passes."""
+    return None if value is None else number(value, key, 0.0)
+
+
+@dataclass(frozen=True)
+class ServingTable:
+    """[serving]: policy replicas shared by all env workers (ServingSpec, as checked)."""
+
+    max_batch: int = setting(8, integer, minimum=1, maximum=4096)  # a batch is cut at max_batch requests ...
+    replicas: int = setting(0, integer, minimum=0, maximum=1024)  # 0: each env worker holds its own policy
+    max_wait_ms: float = setting(5.0, number, minimum=0.0)  # ... or this long after its oldest request
+    deterministic: bool = setting(True, boolean)  # results bitwise independent of batch-mates, size, replica
+    # rows per call where only a fixed shape is invariant; the default is <= every max_batch (>= 1)
+    fixed_batch: int = setting(DEFAULT_FIXED_BATCH, integer, minimum=1, maximum=earlier("max_batch"))
+    gpus_per_replica: float | None = setting(None, _gpus)  # None: 1 if the cluster has GPUs, else 0
+    cpus_per_replica: float = setting(1.0, number, minimum=0.0)
+
+
 def _serving_spec(table: Any) -> ServingSpec:
     if not isinstance(table, dict):
         raise SpecError("serving", "must be a table ([serving])")
-    check_keys(table, ("replicas", "max_batch", "max_wait_ms", "deterministic", "fixed_batch", "gpus_per_replica",
-                       "cpus_per_replica"), "serving.")
-    gpus = table.get("gpus_per_replica")
-    max_batch = integer(table.get("max_batch", 8), "serving.max_batch", 1, 4096)
-    return ServingSpec(
-        replicas=integer(table.get("replicas", 0), "serving.replicas", 0, 1024),
-        max_batch=max_batch,
-        max_wait_ms=number(table.get("max_wait_ms", 5.0), "serving.max_wait_ms", 0.0),
-        deterministic=boolean(table.get("deterministic", True), "serving.deterministic"),
-        fixed_batch=integer(table.get("fixed_batch", min(DEFAULT_FIXED_BATCH, max_batch)), "serving.fixed_batch", 1,
-                            max_batch),
-        gpus_per_replica=None if gpus is None else number(gpus, "serving.gpus_per_replica", 0.0),
-        cpus_per_replica=number(table.get("cpus_per_replica", 1.0), "serving.cpus_per_replica", 0.0),
-    )
+    check_keys(table, SERVING_KEYS, "serving.")
+    serving = from_linked_table(ServingTable, table, "serving.")
+    return ServingSpec(**{key: getattr(serving, key) for key in SERVING_KEYS})
 
 
 def _run_options(table: Any) -> RunOptions:
