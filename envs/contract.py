@@ -12,6 +12,16 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 
 
+# Each family's cameras by role: role -> the `Observation.images` key its adapter fills. Policies speak
+# roles ("wrist", "primary", ...) and look the keys up here, so a model never hard-codes an env's
+# camera names. "aloha" is served only (no simulator here): its keys are the reference deploy's image names.
+CAMERA_KEYS: Mapping[str, Mapping[str, str]] = {
+    "libero": {"primary": "agentview", "wrist": "robot0_eye_in_hand"},
+    "robocasa": {"left": "robot0_agentview_left", "right": "robot0_agentview_right", "wrist": "robot0_eye_in_hand"},
+    "aloha": {"top": "cam_high", "left_wrist": "cam_left_wrist", "right_wrist": "cam_right_wrist"},
+}
+
+
 @dataclass(frozen=True)
 class Observation:
     """One observation of one robot.

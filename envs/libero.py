@@ -18,7 +18,7 @@ import numpy as np
 
 from robofleet.envs import robosuite_snapshot
 from robofleet.envs.camera_gate import CameraGate
-from robofleet.envs.contract import Observation, Step
+from robofleet.envs.contract import CAMERA_KEYS, Observation, Step
 from robofleet.envs.libero_setup import prepare_libero
 from robofleet.envs.libero_tasks import load_suite
 from robofleet.envs.libero_suites import DUMMY_ACTION, LIBERO_SUITES, WAIT_STEPS
@@ -26,7 +26,8 @@ from robofleet.platform.errors import EpisodeError
 
 log = logging.getLogger(__name__)
 
-CAMERAS = ("agentview", "robot0_eye_in_hand")  # rendered by LIBERO; keys get an "_image" suffix
+# rendered by LIBERO (keys get an "_image" suffix there): agentview, robot0_eye_in_hand
+CAMERAS = (CAMERA_KEYS["libero"]["primary"], CAMERA_KEYS["libero"]["wrist"])
 ACTION_DIM = 7
 PROPRIO_KEYS = ("robot0_gripper_qpos", "robot0_eef_pos", "robot0_eef_quat")
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robofleet.envs.contract import CAMERA_KEYS
+
 
 @dataclass(frozen=True)
 class RoboCasaTask:
@@ -52,7 +54,7 @@ ROBOT = "PandaMobile"  # RoboCasa's alias of robosuite's PandaOmron
 OBJ_INSTANCE_SPLIT = "B"  # held-out object instances
 SCENES: tuple[tuple[int, int], ...] = ((1, 1), (2, 2), (4, 4), (6, 9), (7, 10))  # (layout id, style id)
 TRIALS_PER_SCENE = 10
-CAMERAS = ("robot0_agentview_left", "robot0_agentview_right", "robot0_eye_in_hand")
+CAMERAS = tuple(CAMERA_KEYS["robocasa"][role] for role in ("left", "right", "wrist"))  # the protocol's three
 OTHER_CAMERAS = ("robot0_agentview_center", "robot0_frontview")  # RoboCasa's other robot-mounted views
 IMAGE_SIZE = 224
 WAIT_STEPS = 10

@@ -17,6 +17,8 @@ import enum
 from dataclasses import dataclass
 from typing import Mapping
 
+from robofleet.envs.contract import CAMERA_KEYS
+
 
 class SlotKind(enum.Enum):
     """What a latent frame holds."""
@@ -67,7 +69,8 @@ class LatentLayout:
     """The latent sequence of one env family.
 
     slots: the latent frames in order; len(slots) = latent frames T (LIBERO 9, RoboCasa/ALOHA 11).
-    camera_keys: camera role -> `Observation.images` key of the env family's adapter.
+    camera_keys: camera role -> `Observation.images` key of the env family's adapter (envs/contract.py
+        CAMERA_KEYS: the layout itself speaks roles).
     conditioning: mode -> indices of the clean conditioning frames.
     chunk_size: K, action rows per prediction (LIBERO 16, RoboCasa 32, ALOHA 50).
     action_dim, proprio_dim: d_act and P; used as-is with random weights. A checkpoint's dataset
@@ -112,7 +115,7 @@ LIBERO = LatentLayout(
     family="libero",
     slots=(BLANK, PROPRIO, _image("wrist"), _image("primary"), ACTION,
            FUTURE_PROPRIO, _image("wrist", True), _image("primary", True), VALUE),
-    camera_keys={"wrist": "robot0_eye_in_hand", "primary": "agentview"},
+    camera_keys=CAMERA_KEYS["libero"],
     conditioning={
         Mode.POLICY: (0, 1, 2, 3),
         Mode.WORLD_MODEL: (0, 1, 2, 3, 4),
@@ -127,7 +130,7 @@ ROBOCASA = LatentLayout(
     family="robocasa",
     slots=(BLANK, PROPRIO, _image("wrist"), _image("left"), _image("right"), ACTION,
            FUTURE_PROPRIO, _image("wrist", True), _image("left", True), _image("right", True), VALUE),
-    camera_keys={"wrist": "robot0_eye_in_hand", "left": "robot0_agentview_left", "right": "robot0_agentview_right"},
+    camera_keys=CAMERA_KEYS["robocasa"],
     conditioning={
         Mode.POLICY: (0, 1, 2, 3, 4),
         Mode.WORLD_MODEL: (0, 1, 2, 3, 4, 5),
@@ -142,7 +145,7 @@ ALOHA = LatentLayout(
     family="aloha",
     slots=(BLANK, PROPRIO, _image("left_wrist"), _image("right_wrist"), _image("top"), ACTION,
            FUTURE_PROPRIO, _image("left_wrist", True), _image("right_wrist", True), _image("top", True), VALUE),
-    camera_keys={"left_wrist": "cam_left_wrist", "right_wrist": "cam_right_wrist", "top": "cam_high"},
+    camera_keys=CAMERA_KEYS["aloha"],
     conditioning={
         Mode.POLICY: (0, 1, 2, 3, 4),
         Mode.WORLD_MODEL: (0, 1, 2, 3, 4, 5),

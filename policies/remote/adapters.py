@@ -43,14 +43,14 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from robofleet.envs.contract import Observation
+from robofleet.envs.contract import CAMERA_KEYS, Observation
 from robofleet.policies.contract import Prediction
 from robofleet.policies.remote.wire import WireError
 
-# LIBERO's camera names (envs/libero.py CAMERAS), as the Observation carries them.
-AGENTVIEW, WRIST = "agentview", "robot0_eye_in_hand"
-# ALOHA's (cosmos layout camera_keys, the names of the reference's obs.observation["images"]).
-CAM_HIGH, CAM_LEFT_WRIST, CAM_RIGHT_WRIST = "cam_high", "cam_left_wrist", "cam_right_wrist"
+# The Observation's image keys by camera role (envs/contract.py): LIBERO's, and ALOHA's (the names of the
+# reference deploy's obs.observation["images"]).
+AGENTVIEW, WRIST = CAMERA_KEYS["libero"]["primary"], CAMERA_KEYS["libero"]["wrist"]
+CAM_HIGH, CAM_LEFT_WRIST, CAM_RIGHT_WRIST = (CAMERA_KEYS["aloha"][role] for role in ("top", "left_wrist", "right_wrist"))
 ACTION_DIM = 7  # LIBERO
 ALOHA_DIM = 14  # ALOHA: qpos and actions, 2 x (6 joints + gripper)
 MAX_IMAGE_SIDE = 1024
