@@ -178,3 +178,10 @@ def test_aloha_chunk_does_not_fit_tiny_images():
 def test_unknown_env_family_is_rejected():
     with pytest.raises(SpecError, match="libero"):
         make_cosmos({"config": "tiny"}, "metaworld")
+
+
+def test_with_settings_forms_share_the_network_and_the_image_threads(policy):
+    """A replica or planner builds with_settings forms per request kind: none may start a thread pool of its own."""
+    forms = [policy.with_settings(return_latents=True), policy.with_settings(pad_to=2).with_settings(return_latents=True)]
+    assert all(form.network is policy.network and form._image_threads is policy._image_threads for form in forms)
+    assert [len(form.predict([_observation(0)], [1])) for form in forms] == [1, 1]

@@ -84,6 +84,7 @@ class CosmosPolicy:
     """Cosmos Policy on one device; implements the Policy contract plus `imagine` and `value`.
 
     camera_keys: camera role of the layout -> Observation.images key.
+    image_threads: the image-preparation thread pool (with_settings forms share their parent's).
     embeddings: instruction embeddings (EmbeddingTable, or PseudoEmbeddings with random weights).
     request_preparer: the camera-image work per observation (torch-free), for clients to run.
     """
@@ -98,6 +99,7 @@ class CosmosPolicy:
         embeddings: EmbeddingTable | PseudoEmbeddings,
         settings: InferenceSettings,
         camera_keys: Mapping[str, str],
+        image_threads: ThreadPoolExecutor | None = None,
     ):
         self.network = network
         self.layout = layout
@@ -112,7 +114,9 @@ class CosmosPolicy:
         self._future_slots = [i for i, slot in enumerate(layout.slots) if slot.future]
         self._placeholder_slots = [i for i, slot in enumerate(layout.slots) if slot.kind is not SlotKind.IMAGE]
         self._constant_prefix = min(i for i, slot in enumerate(layout.slots) if slot.kind is SlotKind.IMAGE)
-        self._image_threads = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="cosmos-images")
+        # shared by every with_settings form of this policy (one pool per network, not per form)
+        self._image_threads = image_threads or ThreadPoolExecutor(max_workers=IMAGE_THREADS,
+                                                                  thread_name_prefix="cosmos-images")
         self.request_preparer = CameraPreparer(
             cameras=tuple((role, self.camera_keys[role]) for role in layout.cameras),
             size=settings.image_size,
@@ -126,7 +130,8 @@ class CosmosPolicy:
     def with_settings(self, **changes: object) -> CosmosPolicy:
         """The same network (shared, not copied) with some InferenceSettings changed, e.g. pad_to=8."""
         settings = replace(self.settings, **changes)
-        return CosmosPolicy(self.network, self.layout, self.stats, self.embeddings, settings, self.camera_keys)
+        return CosmosPolicy(self.network, self.layout, self.stats, self.embeddings, settings, self.camera_keys,
+                            self._image_threads)
 
     def batch_invariant(self, rows: int) -> CosmosPolicy:
         """This policy in a form whose per-request results are bitwise independent of batch-mates and batch
