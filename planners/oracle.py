@@ -42,6 +42,7 @@ Policies used here must not keep per-query state (predict is called for imagined
 """
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
@@ -50,9 +51,11 @@ from robofleet.envs.contract import Env, Observation
 from robofleet.planners.best_of_n import Scored
 from robofleet.planners.options import OracleScorerOptions
 from robofleet.planners.retry import retry_once
-from robofleet.planners.simulator_state import capture, restore
+from robofleet.planners.simulator_state import capture, exact_restores, restore
 from robofleet.platform.seeds import proposal_seed, query_seed
 from robofleet.policies.contract import Policy, Prediction
+
+log = logging.getLogger(__name__)
 
 _EXTEND_STREAM, _LOOKAHEAD_STREAM = 1, 2  # sub-streams of a proposal's seed
 
@@ -76,6 +79,9 @@ class OracleScorer:
         self.acting = acting
         self.reference = reference
         self.options = options
+        if not exact_restores(env):
+            log.warning("%s offers only get_state/set_state: oracle restores may not reproduce later steps exactly",
+                        type(env).__name__)
 
     def reset(self) -> None:
         if self.reference is not self.acting:

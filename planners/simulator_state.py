@@ -3,12 +3,11 @@
 `Env.get_state()` is the flat simulator state; an adapter that can restore more than that (what later
 steps read: robosuite's gripper commands, observable clocks, solver warm start; envs/robosuite_snapshot.py)
 offers `snapshot()` / `restore(snapshot)`. Every restore is checked: `get_state()` must then equal the
-saved state bit for bit. An env without `snapshot` gets get_state/set_state only (a warning says so,
-once per env class).
+saved state bit for bit. An env without `snapshot` gets get_state/set_state only (`exact_restores`
+says which; the oracle scorer warns once when it is built).
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +15,6 @@ import numpy as np
 
 from robofleet.envs.contract import Env
 from robofleet.planners.contract import PlanningError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -28,17 +25,15 @@ class SimulatorSnapshot:
     extra: Any
 
 
+def exact_restores(env: Env) -> bool:
+    """Whether the adapter offers its own snapshot/restore (else only get_state/set_state)."""
+    return callable(getattr(env, "snapshot", None))
+
+
 def capture(env: Env) -> SimulatorSnapshot:
     """Everything needed to continue from here exactly as if nothing had happened in between."""
     state = np.array(env.get_state(), dtype=np.float64, copy=True)
-    if callable(getattr(env, "snapshot", None)):
-        return SimulatorSnapshot(state, env.snapshot())
-    cls = type(env)
-    if not getattr(cls, "_robofleet_warned_no_snapshot", False):
-        cls._robofleet_warned_no_snapshot = True
-        log.warning("%s offers only get_state/set_state: oracle restores may not reproduce later steps exactly",
-                    cls.__name__)
-    return SimulatorSnapshot(state, None)
+    return SimulatorSnapshot(state, env.snapshot() if exact_restores(env) else None)
 
 
 def restore(env: Env, snapshot: SimulatorSnapshot) -> None:
