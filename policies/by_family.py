@@ -35,10 +35,14 @@ def _factory(target: str):
 
 def make_scripted(options: Mapping[str, Any], env_family: str):
     """Registry factory of "scripted": the env family's privileged expert."""
-    if env_family not in SCRIPTED:
-        raise SpecError("policy.name", f"no scripted expert for env family {env_family!r}; "
-                                       f"'scripted' exists for {', '.join(SCRIPTED)}")
+    _check_scripted_family(env_family)
     return _factory(SCRIPTED[env_family])(options, env_family)
+
+
+def _check_scripted_family(family: str) -> None:
+    if family not in SCRIPTED:
+        raise SpecError("policy.name", f"no scripted expert for env family {family!r}; "
+                                       f"'scripted' exists for {', '.join(SCRIPTED)}")
 
 
 def make_cosmos(options: Mapping[str, Any], env_family: str):
@@ -58,9 +62,7 @@ def validate_scripted(context: PolicyContext, check_files: bool) -> None:
     from robofleet.policies.registry import validate_by_building
 
     family = context.family
-    if family not in SCRIPTED:
-        raise SpecError("policy.name", f"no scripted expert for env family {family!r}; 'scripted' exists for "
-                                       f"{', '.join(SCRIPTED)}")
+    _check_scripted_family(family)
     if family in SCRIPTED_TASKS:
         supported = SCRIPTED_TASKS[family]
         unsupported = [n for n in context.task_names if n not in supported]

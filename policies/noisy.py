@@ -109,30 +109,42 @@ class NoisyPolicy:
 
 def make_noisy(options: Mapping[str, Any], env_family: str) -> NoisyPolicy:
     """Registry factory: validate the options, build the base policy from `base_options`, wrap it."""
-    from robofleet.policies.registry import available_policies, make_policy
+    from robofleet.policies.registry import make_policy
 
-    config = NoisyConfig.from_options(options)
-    if config.base not in available_policies():
-        raise SpecError("policy.base", f"unknown policy {config.base!r}; allowed: "
-                        f"{', '.join(n for n in available_policies() if n != 'noisy')}")
+    config = _config(options)
     try:
         base = make_policy(config.base, config.base_options, env_family)
-    except SpecError as exc:  # the base's own key, seen from the spec: policy.base_options.<key>
-        raise SpecError(f"policy.base_options.{exc.key.removeprefix('policy.')}", exc.message) from exc
+    except SpecError as exc:
+        raise _as_base_option(exc) from exc
     return NoisyPolicy(base, config.scale)
 
 
 def validate_noisy(context: PolicyContext, check_files: bool) -> None:
     """`noisy`: its own options, then the wrapped policy's validator on `base_options`."""
-    from robofleet.policies.registry import available_policies, validate_policy
+    from robofleet.policies.registry import validate_policy
 
-    config = NoisyConfig.from_options(context.options)
-    if config.base not in available_policies():
-        raise SpecError("policy.base", f"unknown policy {config.base!r}; allowed: "
-                                       f"{', '.join(n for n in available_policies() if n != 'noisy')}")
+    config = _config(context.options)
     base = context.for_policy(config.base, config.base_options)
     try:
         validate_policy(base, check_files)
-    except SpecError as exc:  # name the key where the user wrote it
-        key = exc.key if not exc.key.startswith("policy.") else f"policy.base_options.{exc.key[len('policy.'):]}"
-        raise SpecError(key, exc.message) from exc
+    except SpecError as exc:
+        raise _as_base_option(exc) from exc
+
+
+def _config(options: Mapping[str, Any]) -> NoisyConfig:
+    """The options, checked, with a base that is a registered policy."""
+    from robofleet.policies.registry import available_policies
+
+    config = NoisyConfig.from_options(options)
+    if config.base not in available_policies():
+        raise SpecError("policy.base", f"unknown policy {config.base!r}; allowed: "
+                                       f"{', '.join(n for n in available_policies() if n != 'noisy')}")
+    return config
+
+
+def _as_base_option(exc: SpecError) -> SpecError:
+    """The base policy's error under the key the user wrote it at: policy.<key> -> policy.base_options.<key>
+    (keys outside [policy], e.g. env.tasks, stay)."""
+    if not exc.key.startswith("policy."):
+        return SpecError(exc.key, exc.message)
+    return SpecError(f"policy.base_options.{exc.key.removeprefix('policy.')}", exc.message)

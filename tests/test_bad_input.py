@@ -67,6 +67,8 @@ def with_env(**changes) -> dict:
     (with_env(image_size=8), "env.image_size: must be >= 32, got 8"),
     ({**small_spec(), "policy": {"name": "zero", "chunk_size": 0}}, "policy.chunk_size: must be an integer >= 1"),
     ({**small_spec(), "policy": {"name": "noisy", "base": "scriptd"}}, "policy.base: unknown policy 'scriptd'"),
+    ({**small_spec(), "policy": {"name": "noisy", "base": "scripted", "base_options": {"speed": 2}}},
+     "policy.base_options.speed: must be a number in [0.05, 1.0], got 2"),
     ({**small_spec(), "policy": {"name": "cosmos", "config": "tiny", "action_step": 5}},
      "policy.action_step: unknown cosmos option; allowed:"),
     ({**small_spec(), "policy": {"name": "cosmos", "config": "tiny"}},
