@@ -71,7 +71,7 @@ from robofleet.envs.contract import Observation
 from robofleet.platform.errors import SpecError
 from robofleet.platform.spec import PlannerSpec, RunSpec
 from robofleet.policies.contract import Prediction
-from robofleet.policies.remote.adapters import ADAPTERS, Answer, adapter_for
+from robofleet.policies.remote.adapters import ADAPTER_FAMILIES, ADAPTERS, Answer, adapter_for
 from robofleet.policies.remote.wire import WireError, dumps_json, loads_json, pack_msgpack, unpack_msgpack
 from robofleet.policies.replica import prepare_each_once, steps_per_request
 
@@ -96,8 +96,8 @@ class ServeOptions:
 def check_servable(spec: RunSpec) -> None:
     """SpecError unless this spec can be served: an env family with adapters, a policy that is not remote,
     planner `direct` or `best_of_n` with the model scorer (no simulator here)."""
-    if not any(family == spec.env.family for family, _ in ADAPTERS):
-        raise SpecError("env.family", f"robofleet serve speaks {sorted({f for f, _ in ADAPTERS})} observations, "
+    if spec.env.family not in ADAPTER_FAMILIES:
+        raise SpecError("env.family", f"robofleet serve speaks {list(ADAPTER_FAMILIES)} observations, "
                                       f"not {spec.env.family!r}")
     if spec.policy.name == "remote":
         raise SpecError("policy.name", "serving a remote policy would only forward requests: serve the policy itself")

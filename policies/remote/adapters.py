@@ -390,6 +390,7 @@ ADAPTERS: dict[tuple[str, str], type] = {("libero", "openpi"): LiberoOpenpi, ("l
                                          ("aloha", "openpi"): AlohaOpenpi, ("aloha", "http_act"): AlohaHttpAct}
 PROTOCOLS = ("openpi", "http_act")
 SERVED_ONLY_FAMILIES = ("aloha",)  # served to real robots; robofleet has no simulator of theirs
+ADAPTER_FAMILIES: tuple[str, ...] = tuple(sorted({family for family, _ in ADAPTERS}))  # env families with adapters
 
 
 def adapter_for(family: str, protocol: str, **options: Any) -> Adapter:

@@ -31,7 +31,7 @@ from robofleet.platform.config_fields import (
 )
 from robofleet.platform.errors import SpecError
 from robofleet.policies.contract import PolicyContext, Prediction
-from robofleet.policies.remote.adapters import ADAPTERS, PROTOCOLS, adapter_for
+from robofleet.policies.remote.adapters import ADAPTER_FAMILIES, ADAPTERS, PROTOCOLS, adapter_for
 from robofleet.policies.remote.connections import (
     CONNECTIONS, ConnectionLost, RemotePolicyError, RemoteRefused,
 )
@@ -191,8 +191,8 @@ def _number(value: Any) -> float:
 
 def make_remote(options: Mapping[str, Any], env_family: str) -> RemotePolicy:
     """Registry factory of "remote"."""
-    if not any(family == env_family for family, _ in ADAPTERS):
-        raise SpecError("policy.name", f"remote policies have adapters for {sorted({f for f, _ in ADAPTERS})}, "
+    if env_family not in ADAPTER_FAMILIES:
+        raise SpecError("policy.name", f"remote policies have adapters for {list(ADAPTER_FAMILIES)}, "
                                        f"not env family {env_family!r}")
     return RemotePolicy(parse_options(options), env_family)
 
