@@ -17,8 +17,9 @@ Examples:
     robofleet serve examples/libero_object_zero.toml --port 8000   # the spec's policy over openpi WS + POST /act
 
 Exit status: 0 done; 1 episodes errored (more than --max-error-rate of them: tracebacks in episodes.csv's
-error column), a job that did not succeed, or a comparison with no pairs; 2 a spec, option or directory
-error (nothing ran); 130 interrupted (re-running the same command resumes).
+error column), a sweep's run that did not complete (failed, partial or not started: each is named, with
+where its error is; --max-error-rate does not apply), a job that did not succeed, or a comparison with no
+pairs; 2 a spec, option or directory error (nothing ran); 130 interrupted (re-running the same command resumes).
 """
 from __future__ import annotations
 
@@ -85,6 +86,27 @@ def error_exit_status(errors: int, episodes: int, where: list[Path], max_error_r
     return 1
 
 
+def incomplete_exit_status(summary: dict, out: Path) -> int:
+    """1 when a sweep's run is not complete (failed, partial or not started, or its driver failed), naming
+    each one and where its error is recorded, else 0 (--max-error-rate tolerates episode errors only)."""
+    failed = summary.get("failed_points") or {}
+    incomplete = [p for p in summary["points"] if p["status"] != "complete" or p["name"] in failed]
+    if not incomplete:
+        return 0
+
+    def describe(point: dict) -> str:
+        if point["name"] in failed:
+            return (f"{point['name']} (failed: its error is in failed_points of {out / 'sweep.json'} and in "
+                    f"{out / 'report.md'})")
+        return (f"{point['name']} ({point['status']}: {point['overall']['episodes']} of {point['episodes_planned']} "
+                f"episodes recorded in {out / point['name'] / 'episodes.csv'})")
+
+    print(f"robofleet: {len(incomplete)} of {len(summary['points'])} runs did not complete: "
+          + "; ".join(describe(p) for p in incomplete)
+          + "; exit status 1 (re-run the same command to resume; --max-error-rate does not apply)", file=sys.stderr)
+    return 1
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from robofleet.jobs.sweep import load_any
     from robofleet.platform.preflight import check_writable, validate_before_ray
@@ -102,22 +124,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(spec.name)
     check_writable(out)
     if spec.sweep is not None:
-        from robofleet.jobs.sweep_runner import run_sweep
+        from robofleet.jobs.sweep_runner import SweepError, run_sweep
 
         for point in spec.sweep.points:  # every point's files, before the first point starts Ray
             validate_before_ray(point.spec)
 
-        summary = run_sweep(spec.sweep, out, workers=args.workers, address=args.address, videos=args.videos,
-                            progress=not args.no_progress)
+        try:
+            summary = run_sweep(spec.sweep, out, workers=args.workers, address=args.address, videos=args.videos,
+                                progress=not args.no_progress)
+        except SweepError as exc:  # some runs failed, the others ran: their results and the report are written
+            if exc.summary is None:
+                raise
+            print(f"robofleet: error: {exc}", file=sys.stderr)
+            summary = exc.summary
         for p in summary["points"]:
             o = p["overall"]
             rate = f"{100 * o['success_rate']:.1f}%" if o["episodes"] else "-"
             print(f"{p['name']}: {o['successes']}/{o['episodes']} ({rate}), {p['status']}")
         print(f"report:  {out / 'report.md'} ({out / 'report.html'})")
         erred = [p for p in summary["points"] if p["overall"].get("errors")]
-        return error_exit_status(sum(p["overall"]["errors"] for p in erred),
-                                 sum(p["overall"]["episodes"] for p in summary["points"]),
-                                 [out / p["name"] / "episodes.csv" for p in erred], args.max_error_rate)
+        episodes_status = error_exit_status(sum(p["overall"]["errors"] for p in erred),
+                                            sum(p["overall"]["episodes"] for p in summary["points"]),
+                                            [out / p["name"] / "episodes.csv" for p in erred], args.max_error_rate)
+        return max(episodes_status, incomplete_exit_status(summary, out))
     summary = run(spec.run, out, workers=args.workers, address=args.address, videos=args.videos,
                   progress=not args.no_progress, command=shlex.join(["robofleet", *sys.argv[1:]]))
     _print_overall(summary["overall"])

@@ -49,18 +49,20 @@ import hashlib
 import itertools
 import json
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import tomli_w
 
+from robofleet.platform.config_fields import check_keys, from_table, int_list, setting
+from robofleet.platform.config_fields import text as string  # not `text`: load_any's argument
 from robofleet.platform.errors import SpecError
-from robofleet.platform.spec import RunSpec, spec_from_dict
+from robofleet.platform.spec import (
+    RUN_SPEC_KEYS, RunSpec, drop_none, parse_spec_toml, read_spec_text, read_spec_toml, spec_from_dict,
+)
 
-RUN_SPEC_KEYS = ("seed", "name", "protocol", "env", "policy", "planner", "serving", "run")
-SWEEP_KEYS = ("name", "seeds", "description")
+SWEEP_KEYS = ("name", "seeds", "description")  # the order the unknown-key message lists them in
 # Leaves whose string values are self-explanatory as labels ("libero_object", "scripted").
 _BARE_LABEL_LEAVES = ("suite", "name", "policy", "planner")
 _BARE_TABLE_KEYS = ("family", "suite", "name", "policy", "planner", "protocol")  # their values say what they are
@@ -107,7 +109,7 @@ class SweepSpec:
 
     def to_toml(self) -> str:
         """The sweep document as TOML (kept in the output directory as sweep.toml)."""
-        return tomli_w.dumps(_drop_none(self.document))
+        return tomli_w.dumps(drop_none(self.document))
 
 
 def is_sweep_document(data: Mapping[str, Any]) -> bool:
@@ -115,26 +117,9 @@ def is_sweep_document(data: Mapping[str, Any]) -> bool:
     return "sweep" in data or "grid" in data
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; SpecError("spec", ...) when it cannot be read or parsed."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError("spec", f"cannot read {path}: {exc.strerror}") from exc
-    return parse_toml(text, str(path))
-
-
-def parse_toml(text: str, where: str = "spec") -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SpecError("spec", f"{where} is not valid TOML: {exc}") from exc
-
-
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep file (every grid point is validated here)."""
-    return sweep_from_dict(read_toml(path))
+    return sweep_from_dict(read_spec_toml(path))
 
 
 @dataclass(frozen=True)
@@ -156,9 +141,8 @@ def load_any(path: str | Path | None = None, text: str | None = None, where: str
     if text is None:
         if path is None:
             raise SpecError("spec", "no spec file given")
-        read_toml(path)  # a SpecError that names the file when it is unreadable or not TOML
-        text, where = Path(path).read_text(), str(path)
-    data = parse_toml(text, where)
+        text, where = read_spec_text(path), str(Path(path))  # SpecErrors that name the file
+    data = parse_spec_toml(text, where)
     if is_sweep_document(data):
         sweep = sweep_from_dict(data)
         return AnySpec(text=text, kind="sweep", name=sweep.name, sweep=sweep)
@@ -267,41 +251,55 @@ def sweep_from_dict(data: Mapping[str, Any]) -> SweepSpec:
     return SweepSpec(name=name, points=tuple(points), document=dict(data), description=description)
 
 
-def _sweep_header(data: Mapping[str, Any]) -> tuple[str, str, list[int] | None, list[dict[str, Any]]]:
+_NOT_BLANK = re.compile(r".*\S.*", re.DOTALL)  # some non-whitespace (what str.strip() keeps)
+SEEDS_TEXT = "must be a non-empty list of integers, got {value!r}"
+
+
+def _seeds(value: Any, key: str) -> tuple[int, ...] | None:
+    """[sweep] seeds: a non-empty list of distinct integers; None (a Python caller's "no seeds") passes."""
+    if value is None:
+        return None
+    if not isinstance(value, list):  # int_list takes tuples too: a list, as TOML gives
+        raise SpecError(key, SEEDS_TEXT.format(value=value))
+    seeds = int_list(value, key, message=SEEDS_TEXT)
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(key, f"duplicate seeds in {value!r}")
+    return seeds
+
+
+@dataclass(frozen=True)
+class SweepTable:
+    """[sweep], validated: fields declared in the order they are checked (the first bad key is reported);
+    the unknown-key message lists SWEEP_KEYS."""
+
+    # required (default output directory runs/<name>); a non-empty string, not only whitespace
+    name: str = setting(None, string, pattern=_NOT_BLANK,
+                        message="required: a non-empty string naming the sweep, got {value!r}")
+    description: str = setting("", string)  # shown in the sweep's report
+    seeds: tuple[int, ...] | None = setting(None, _seeds)  # every grid point runs with each seed
+
+
+def _sweep_header(data: Mapping[str, Any]) -> tuple[str, str, tuple[int, ...] | None, list[dict[str, Any]]]:
     """The checked top level of a sweep document: (name, description, seeds or None, grid blocks)."""
     if not is_sweep_document(data):
         raise SpecError("sweep", "missing: a sweep file has a [sweep] table with a name (see jobs/sweep.py)")
-    allowed = (*RUN_SPEC_KEYS, "sweep", "grid")
-    for key in data:
-        if key not in allowed:
-            raise SpecError(key, f"unknown key; allowed at the top of a sweep: {', '.join(allowed)}")
-    sweep = data.get("sweep", {})
-    if not isinstance(sweep, dict):
+    check_keys(data, (*RUN_SPEC_KEYS, "sweep", "grid"), "", "unknown key; allowed at the top of a sweep: {allowed}")
+    table = data.get("sweep", {})
+    if not isinstance(table, dict):
         raise SpecError("sweep", "must be a table ([sweep])")
-    for key in sweep:
-        if key not in SWEEP_KEYS:
-            raise SpecError(f"sweep.{key}", f"unknown key; allowed: {', '.join(SWEEP_KEYS)}")
-    name = sweep.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise SpecError("sweep.name", f"required: a non-empty string naming the sweep, got {name!r}")
-    description = sweep.get("description", "")
-    if not isinstance(description, str):
-        raise SpecError("sweep.description", f"must be a string, got {description!r}")
-    seeds = sweep.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds
-                              or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise SpecError("sweep.seeds", f"must be a non-empty list of integers, got {seeds!r}")
-    if seeds is not None and len(set(seeds)) != len(seeds):
-        raise SpecError("sweep.seeds", f"duplicate seeds in {seeds!r}")
+    check_keys(table, SWEEP_KEYS, "sweep.", "unknown key; allowed: {allowed}")
+    # name is required, and an absent one is reported as the value None ("got None"), as TOML cannot write it
+    sweep = from_table(SweepTable, {"name": None, **table}, "sweep.")
     blocks = data.get("grid", [{}])
     if isinstance(blocks, dict):
         raise SpecError("grid", "write grid blocks as [[grid]] (an array of tables), not [grid]")
     if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks) or not blocks:
         raise SpecError("grid", "must be one or more [[grid]] tables")
-    return name, description, seeds, blocks
+    return sweep.name, sweep.description, sweep.seeds, blocks
 
 
-def _candidates(seeds: list[int] | None, blocks: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], list[str]]]:
+def _candidates(seeds: tuple[int, ...] | None, blocks: list[dict[str, Any]]
+                ) -> list[tuple[int, dict[str, Any], list[str]]]:
     """(block index or -1 for an empty block, overrides, labels) of every point, seed-major when seeds are given."""
     candidates: list[tuple[int, dict[str, Any], list[str]]] = []
     for seed in seeds if seeds is not None else [None]:
@@ -354,11 +352,3 @@ def _point_spec(name: str, point_name: str, base: dict[str, Any], overrides: dic
     except SpecError as exc:
         key = f"{where}.{exc.key}" if any(exc.key == p or exc.key.startswith(p + ".") for p in overrides) else exc.key
         raise SpecError(key, f"{exc.message} (grid point {point_name}){_hint(exc, overrides)}") from exc
-
-
-def _drop_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_none(v) for v in value]
-    return value

@@ -23,18 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from robofleet.jobs.sweep import SweepSpec, parse_toml, sweep_from_dict
+from robofleet.jobs.sweep import SweepSpec, sweep_from_dict
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.jobs.sweep_report import write_sweep_report
 from robofleet.platform.report_files import read_rows, write_atomic, write_run_report
 from robofleet.platform.results import RunDirError
-from robofleet.platform.spec import load_spec
+from robofleet.platform.spec import load_spec, parse_spec_toml
 
 log = logging.getLogger(__name__)
 
 
 class SweepError(RobofleetError):
-    """Some grid points could not be run (each one's error is in sweep.json and the report)."""
+    """Some grid points could not be run (each one's error is in sweep.json and the report).
+
+    summary: the sweep's summary (as run_sweep returns it), written before this was raised.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 def check_out_dir(sweep: SweepSpec, out: Path) -> None:
@@ -43,7 +50,7 @@ def check_out_dir(sweep: SweepSpec, out: Path) -> None:
     previous = out / "sweep.toml"
     if previous.exists():
         try:
-            old = sweep_from_dict(parse_toml(previous.read_text(), str(previous)))
+            old = sweep_from_dict(parse_spec_toml(previous.read_text(), str(previous)))
         except RobofleetError as exc:
             raise RunDirError(f"--out {out} holds a sweep.toml that no longer validates ({exc}); "
                               "use a new --out directory") from exc
@@ -115,5 +122,5 @@ def run_sweep(sweep: SweepSpec, out: str | Path, workers: int | None = None, add
     if failed:
         raise SweepError(f"{len(failed)} of {len(sweep.points)} runs failed: "
                          + "; ".join(f"{name}: {err.splitlines()[0]}" for name, err in failed.items())
-                         + f" (report: {out / 'report.md'})")
+                         + f" (report: {out / 'report.md'})", summary)
     return summary

@@ -23,17 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from robofleet.platform.config_fields import check_keys, integer, require
+from robofleet.platform.config_fields import check_keys
 from robofleet.platform.errors import SpecError
-from robofleet.platform.protocol import default_protocol
-from robofleet.platform.spec import (
-    EnvSpec, RunOptions, RunSpec, _planner_spec, _policy_spec, _protocol, _serving_spec, read_spec_toml, run_name,
-    spec_from_dict,
-)
+from robofleet.platform.spec import RUN_SPEC_KEYS, EnvSpec, RunSpec, assemble_run_spec, read_spec_toml, spec_from_dict
 from robofleet.policies.contract import PolicyContext
 from robofleet.policies.remote.adapters import SERVED_ONLY_FAMILIES
 
-SERVE_KEYS = ("seed", "name", "protocol", "env", "policy", "planner", "serving")
+SERVE_KEYS = tuple(key for key in RUN_SPEC_KEYS if key != "run")  # a served-only family has no env workers
 
 
 def serve_spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
@@ -48,16 +44,8 @@ def serve_spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
         if key != "family":
             raise SpecError(f"env.{key}", f"env family {family!r} is only served (robofleet has no simulator of it): "
                                           "its [env] table holds `family` alone")
-    spec = RunSpec(
-        protocol=_protocol(data.get("protocol", default_protocol(family)), family),
-        seed=integer(require(data, "seed", ""), "seed", 0, 2**32 - 1),
-        env=EnvSpec(family=family, suite="", tasks=(), trials=0),
-        policy=_policy_spec(require(data, "policy", ""), family),
-        planner=_planner_spec(data.get("planner", {"name": "direct"})),
-        run=RunOptions(),
-        serving=_serving_spec(data.get("serving", {})),
-        name=run_name(data.get("name", "")),
-    )
+    # no [run] (SERVE_KEYS refused it): its defaults, as a run spec without one has
+    spec = assemble_run_spec(data, EnvSpec(family=family, suite="", tasks=(), trials=0))
     validate_served_policy(spec, check_files=False)
     return spec
 

@@ -394,11 +394,26 @@ def _run_options(table: Any) -> RunOptions:
     return from_table(RunOptions, table, "run.")
 
 
+# The top-level keys of a run document, in the order the unknown-key message lists them (a sweep's base
+# and its grid keys are these too; `robofleet serve` takes them less [run]: platform/serve_spec.py).
+RUN_SPEC_KEYS = ("seed", "name", "protocol", "env", "policy", "planner", "serving", "run")
+
+
 def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
     """Validate a parsed TOML document into a RunSpec; SpecError names the first bad key."""
-    check_keys(data, ("seed", "name", "protocol", "env", "policy", "planner", "serving", "run"), "")
-    env = _env_spec(require(data, "env", ""))
-    spec = RunSpec(
+    check_keys(data, RUN_SPEC_KEYS, "")
+    spec = assemble_run_spec(data, _env_spec(require(data, "env", "")))
+    from robofleet.platform.policy_context import validate_spec_policy
+
+    validate_spec_policy(spec, check_files=False)  # the policy's own rules (options, tasks it supports)
+    return spec
+
+
+def assemble_run_spec(data: Mapping[str, Any], env: EnvSpec) -> RunSpec:
+    """The RunSpec of a run document whose top-level keys and [env] table the caller has checked (into
+    `env`): its other tables checked in this order (the first bad key is the one reported). The policy's
+    own rules are the caller's to check (spec_from_dict; platform/serve_spec.py for served-only families)."""
+    return RunSpec(
         protocol=_protocol(data.get("protocol", default_protocol(env.family)), env.family),
         seed=integer(require(data, "seed", ""), "seed", 0, 2**32 - 1),
         env=env,
@@ -408,10 +423,6 @@ def spec_from_dict(data: Mapping[str, Any]) -> RunSpec:
         serving=_serving_spec(data.get("serving", {})),
         name=run_name(data.get("name", "")),
     )
-    from robofleet.platform.policy_context import validate_spec_policy
-
-    validate_spec_policy(spec, check_files=False)  # the policy's own rules (options, tasks it supports)
-    return spec
 
 
 def _protocol(value: Any, family: str) -> str:
@@ -434,17 +445,28 @@ def run_name(name: Any, key: str = "name") -> str:
     return name
 
 
+# The one TOML reader of spec files: run specs, served specs and sweep files (jobs/sweep.py).
 def read_spec_toml(path: str | Path) -> dict[str, Any]:
     """A spec file's TOML as a dict; SpecError("spec") when it cannot be read or parsed."""
+    return parse_spec_toml(read_spec_text(path), str(Path(path)))
+
+
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text; SpecError("spec", "cannot read ...") when it cannot be read."""
     path = Path(path)
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as exc:
         raise SpecError("spec", f"cannot read {path}: {exc.strerror}") from exc
+
+
+def parse_spec_toml(text: str, where: str = "spec") -> dict[str, Any]:
+    """TOML text as a dict; SpecError("spec", "{where} is not valid TOML: ...") when it does not parse.
+    where: what the text is, for the message (a file's path, "$VAR")."""
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError("spec", f"{path} is not valid TOML: {exc}") from exc
+        raise SpecError("spec", f"{where} is not valid TOML: {exc}") from exc
 
 
 def load_spec(path: str | Path) -> RunSpec:
@@ -459,11 +481,15 @@ def dump_spec_toml(spec: RunSpec) -> str:
     planner = {"name": d["planner"]["name"], **d["planner"]["options"]}
     doc = {"seed": d["seed"], "name": d["name"], "protocol": d["protocol"], "env": d["env"], "policy": policy, "planner": planner,
            "serving": d["serving"], "run": d["run"]}
-    return tomli_w.dumps(_drop_none(doc))
+    return tomli_w.dumps(drop_none(doc))
 
 
-def _drop_none(value: Any) -> Any:
-    """TOML has no null: absent keys mean "the default"."""
+def drop_none(value: Any) -> Any:
+    """A document without its None values, for TOML (which has no null: absent keys mean "the default"):
+    dict entries whose value is None are left out, in tables at any depth, also tables inside lists
+    (a sweep's axis of tables, jobs/sweep.py)."""
     if isinstance(value, dict):
-        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+        return {k: drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [drop_none(v) for v in value]
     return value

@@ -248,10 +248,11 @@ def test_cosmos_robocasa_layout_runs_an_episode_on_three_robosuite_cameras(ray_c
 
 
 def test_one_sweep_runs_libero_and_robosuite_points_each_in_its_environment(ray_cluster, tmp_path):
-    from robofleet.jobs.sweep import parse_toml, sweep_from_dict
+    from robofleet.jobs.sweep import sweep_from_dict
     from robofleet.jobs.sweep_runner import run_sweep
+    from robofleet.platform.spec import parse_spec_toml
 
-    data = parse_toml((ROOT / "examples" / "sweep_libero_and_robosuite.toml").read_text(), "sweep")
+    data = parse_spec_toml((ROOT / "examples" / "sweep_libero_and_robosuite.toml").read_text(), "sweep")
     for env in data["grid"][0]["env"]:  # the example, shrunk: 1 trial of 5 steps per point
         env.update(trials=1, max_steps=5)
     sweep = sweep_from_dict(data)

@@ -134,6 +134,49 @@ def test_a_sweep_needs_a_name():
         sweep_from_dict(doc)
 
 
+@pytest.mark.parametrize("table, message", [
+    ({}, "sweep.name: required: a non-empty string naming the sweep, got None"),
+    ({"name": " \t"}, "sweep.name: required: a non-empty string naming the sweep, got ' \\t'"),
+    ({"name": 3, "seeds": "x"}, "sweep.name: required: a non-empty string naming the sweep, got 3"),
+    ({"name": "t", "seeds": [0, True], "description": 1}, "sweep.description: must be a string, got 1"),
+    ({"name": "t", "seeds": (0, 1)}, "sweep.seeds: must be a non-empty list of integers, got (0, 1)"),
+    ({"name": "t", "seeds": []}, "sweep.seeds: must be a non-empty list of integers, got []"),
+    ({"name": "t", "seeds": [0, True]}, "sweep.seeds: must be a non-empty list of integers, got [0, True]"),
+    ({"seeds": [1], "name": "t", "nme": "x"}, "sweep.nme: unknown key; allowed: name, seeds, description"),
+])
+def test_the_sweep_table_is_checked_name_description_seeds(table, message):
+    doc = sweep_doc()
+    doc["sweep"] = table
+    with pytest.raises(SpecError) as info:
+        sweep_from_dict(doc)
+    assert str(info.value) == message
+
+
+def test_the_sweep_table_declares_every_sweep_key_and_its_defaults():
+    from robofleet.jobs.sweep import SWEEP_KEYS, SweepTable
+    from robofleet.platform.config_fields import table_keys
+
+    assert sorted(table_keys(SweepTable)) == sorted(SWEEP_KEYS)
+    sweep = sweep_from_dict(sweep_doc())
+    assert (sweep.name, sweep.description, [p.name for p in sweep.points]) == ("t", "", ["t"])
+    seeded = sweep_from_dict(sweep_doc(sweep={"description": "d", "seeds": [2, 1], "name": " t "}))
+    assert (seeded.name, seeded.description, [p.spec.seed for p in seeded.points]) == (" t ", "d", [2, 1])
+
+
+def test_a_sweep_file_is_read_once(tmp_path, monkeypatch):
+    from robofleet.jobs.sweep import load_any
+
+    path = tmp_path / "s.toml"
+    path.write_text(toml_text(sweep_doc()))
+    reads = []
+    read_text = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: reads.append(self) or read_text(self, *a, **k))
+    spec = load_any(path)
+    monkeypatch.undo()
+    assert [r for r in reads if r == path] == [path]
+    assert (spec.kind, spec.name, spec.text) == ("sweep", "t", path.read_text())
+
+
 def test_plan_prints_every_run_and_the_total(tmp_path):
     path = tmp_path / "s.toml"
     path.write_text(toml_text(sweep_doc(sweep={"seeds": [0, 1]}, grid=[{"policy": [{"name": "zero"}, {"name": "random"}]}])))
@@ -178,6 +221,46 @@ def test_a_failing_run_is_recorded_and_the_sweep_reports_it(ray_cluster, tmp_pat
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["points"][0]["status"] == "failed"
     assert "cpus_per_worker64 failed" in (tmp_path / "report.md").read_text()
+
+
+def test_a_sweep_with_a_failed_run_exits_1_naming_it_whatever_the_error_rate(ray_cluster, tmp_path, capsys):
+    from robofleet.jobs.cli import main
+
+    path, out = tmp_path / "s.toml", tmp_path / "o"
+    path.write_text(toml_text(sweep_doc(grid=[{"run": {"cpus_per_worker": [64]}}])))  # cannot fit: it fails
+    status = main(["run", str(path), "--out", str(out), "--no-progress", "--max-error-rate", "1"])
+    printed = capsys.readouterr()
+    assert status == 1, printed.err  # 2 is for specs and options refused before anything ran
+    assert "cpus_per_worker64: 0/0 (-), failed" in printed.out and str(out / "report.md") in printed.out
+    assert "robofleet: error: 1 of 1 runs failed: cpus_per_worker64: " in printed.err  # run_sweep's SweepError
+    assert (f"1 of 1 runs did not complete: cpus_per_worker64 (failed: its error is in failed_points of "
+            f"{out / 'sweep.json'} and in {out / 'report.md'}); exit status 1") in printed.err
+    assert "cpus_per_worker64" in json.loads((out / "sweep.json").read_text())["failed_points"]
+
+
+@pytest.mark.parametrize("status", ["partial", "not started", "failed"])
+def test_a_sweep_whose_run_is_not_complete_exits_1_without_episode_errors(tmp_path, monkeypatch, capsys, status):
+    """Whatever left a run short without an exception (run_sweep returned), the exit status says so."""
+    from robofleet.jobs import cli, sweep_runner
+
+    path, out = tmp_path / "s.toml", tmp_path / "o"
+    path.write_text(toml_text(sweep_doc(sweep={"seeds": [0, 1]})))
+    recorded = {"partial": 1, "not started": 0, "failed": 0}[status]
+    summary = {"points": [{"name": "seed0", "status": "complete", "episodes_planned": 2,
+                           "overall": {"successes": 1, "episodes": 2, "success_rate": 0.5, "errors": 0}},
+                          {"name": "seed1", "status": status, "episodes_planned": 2,
+                           "overall": {"successes": 0, "episodes": recorded, "success_rate": 0.0, "errors": 0}}],
+               "failed_points": {}}
+    monkeypatch.setattr(sweep_runner, "run_sweep", lambda *args, **kwargs: summary)
+    assert cli.main(["run", str(path), "--out", str(out), "--no-progress", "--max-error-rate", "1"]) == 1
+    err = capsys.readouterr().err
+    assert (f"1 of 2 runs did not complete: seed1 ({status}: {recorded} of 2 episodes recorded in "
+            f"{out / 'seed1' / 'episodes.csv'}); exit status 1") in err
+    summary["points"][1].update(status="complete", overall={**summary["points"][0]["overall"]})
+    assert cli.main(["run", str(path), "--out", str(out), "--no-progress"]) == 0  # all complete, no errors
+    summary["failed_points"] = {"seed1": "RobofleetError: its report could not be written"}  # complete, yet failed
+    assert cli.main(["run", str(path), "--out", str(out), "--no-progress"]) == 1
+    assert "seed1 (failed: its error is in failed_points of" in capsys.readouterr().err
 
 
 def _rows(run_dir: Path) -> list[tuple[str, ...]]:
