@@ -58,9 +58,10 @@ def check_overrides(args: argparse.Namespace) -> None:
     """--workers, --videos and --max-error-rate, checked as spec keys are: before anything is written
     or Ray starts, with the flag, the value and the fix."""
     workers = getattr(args, "workers", None)
-    if workers is not None and not 1 <= workers <= 1024:
-        raise SpecError("--workers", f"{workers} env workers: give 1..1024 (or leave out --workers for the spec's "
-                                     "[run] workers)")
+    if workers is not None:  # the [run] key's bounds, named as the flag
+        from robofleet.platform.spec import check_workers
+
+        check_workers(workers, "--workers")
     if hasattr(args, "videos"):  # parsed here, not by argparse, so that the error names --videos
         from robofleet.platform.rollout_video import VideoPolicy
 

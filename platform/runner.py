@@ -30,7 +30,7 @@ from robofleet.platform.report_files import Invocation, write_run_report
 from robofleet.platform.results import RunStore
 from robofleet.platform.rollout_video import VideoPolicy
 from robofleet.platform.scheduler import _schedule
-from robofleet.platform.spec import RunSpec
+from robofleet.platform.spec import RunSpec, with_workers
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address:
     command: the command line that started this run (shown in summary.json and the reports).
     """
     if workers is not None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise SpecError("workers", f"{workers!r} env workers: give an integer >= 1")
-        spec = replace(spec, run=replace(spec.run, workers=workers))
+        spec = with_workers(spec, workers, "workers")
     if videos and not spec.env.render_cameras:
         raise SpecError("--videos", "needs cameras: set env.render_cameras = true or drop --videos")
     validate_before_ray(spec)  # before the run directory is claimed: a fixed spec must not be refused there

@@ -55,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -121,9 +121,12 @@ class ServingSpec:
     cpus_per_replica: float = 1.0
 
 
+MAX_WORKERS = 1024  # env workers of one run
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    workers: int = setting(2, integer, minimum=1, maximum=1024)  # env workers (Ray actors), one simulator each
+    workers: int = setting(2, integer, minimum=1, maximum=MAX_WORKERS)  # env workers (Ray actors), one simulator each
     cpus_per_worker: float = setting(1.0, number, above=0)
     max_attempts: int = setting(2, integer, minimum=1, maximum=10)  # an episode whose worker died is retried
 
@@ -165,6 +168,17 @@ class RunSpec:
                                else {"deterministic": True, "fixed_batch": rows})
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def check_workers(workers: Any, key: str) -> int:
+    """A number of env workers given outside the spec (--workers, run(workers=...)): an integer in
+    1..MAX_WORKERS, as [run] workers; the error is named `key`."""
+    return integer(workers, key, 1, MAX_WORKERS, message=f"{{value!r}} env workers: give an integer in 1..{MAX_WORKERS}")
+
+
+def with_workers(spec: RunSpec, workers: Any, key: str = "workers") -> RunSpec:
+    """`spec` with [run] workers replaced by `workers`, checked by check_workers."""
+    return replace(spec, run=replace(spec.run, workers=check_workers(workers, key)))
 
 
 # -- validation ------------------------------------------------------------------------------------

@@ -204,3 +204,17 @@ def test_a_bad_point_of_a_sweep_fails_before_the_first_point_runs(no_ray, tmp_pa
                      "env.render_cameras": [True]}]}
     code, err = robofleet_run(tmp_path, capsys, doc)
     assert code == 2 and "policy.checkpoint: '/nowhere/x' is neither an existing directory" in err
+
+
+@pytest.mark.parametrize("workers", [0, 5000, 2.5, True])
+def test_the_python_api_checks_workers_as_the_cli_and_the_spec_do(no_ray, tmp_path, workers):
+    """run(workers=...) has the bounds of [run] workers and of --workers (1..1024), before Ray and before
+    the run directory is claimed."""
+    from robofleet.platform.errors import SpecError
+    from robofleet.platform.runner import run
+    from robofleet.platform.spec import spec_from_dict
+    from tests.conftest import small_spec
+
+    with pytest.raises(SpecError, match=r"^workers: .* env workers: give an integer in 1\.\.1024"):
+        run(spec_from_dict(small_spec()), tmp_path / "out", workers=workers)
+    assert not (tmp_path / "out").exists()
