@@ -26,7 +26,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -263,10 +262,9 @@ def measure(workers: int, args: argparse.Namespace) -> dict[str, Any]:
     if child.returncode != 0:
         raise SystemExit(f"driver with {workers} workers failed ({child.returncode}):\n{err[-4000:]}")
     result = json.loads(out.strip().splitlines()[-1])["runs"]
-    recorded = []
-    for d in run_dirs:
-        with (d / "episodes.csv").open() as f:
-            recorded += list(csv.DictReader(f))
+    from robofleet.platform.results import read_rows
+
+    recorded = [row for d in run_dirs for row in read_rows(d)]
     ids = [r["episode_id"] + "/" + r["sweep_seed"] for r in recorded]
     total = args.episodes * args.runs
     busy = sum(r["episodes_wall_s"] for r in result)

@@ -18,7 +18,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -194,9 +193,9 @@ def load_spec(args: argparse.Namespace):
 
 def check_exactly_once(spec, run_dir: Path) -> dict[str, Any]:
     from robofleet.platform.episodes import expand_episodes
+    from robofleet.platform.results import read_rows
 
-    with (run_dir / "episodes.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(run_dir)
     ids = Counter(r["episode_id"] for r in rows)
     expected = {e.episode_id for e in expand_episodes(spec)}
     return {

@@ -21,12 +21,12 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from robofleet.platform.results import read_rows
 from robofleet.platform.spec import spec_from_dict
 
 PLANNERS: dict[str, dict[str, Any]] = {
@@ -68,8 +68,7 @@ def run_side(args: argparse.Namespace, side: str, out_dir: Path) -> dict[str, An
         "run": {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker},
     })
     summary = run(spec, out_dir, progress=False)
-    with open(out_dir / "episodes.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_rows(out_dir)
     wall = sum(float(r["wall_s"]) for r in rows)
     policy_s = sum(float(r["policy_s"]) for r in rows)
     figures = summary["figures"]["this_invocation"]

@@ -53,7 +53,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -67,6 +66,7 @@ import pandas as pd
 
 from robofleet.envs.libero_suites import LIBERO_SUITES
 from robofleet.platform.report import episodes_frame, wilson_interval
+from robofleet.platform.results import read_rows
 from robofleet.platform.runner import run
 from robofleet.platform.spec import spec_from_dict
 
@@ -134,11 +134,10 @@ def make_spec(args: argparse.Namespace, suite: str, tasks: list[int], planned: b
 
 
 def read_frame(run_dir: Path) -> pd.DataFrame:
-    path = run_dir / "episodes.csv"
-    if not path.exists():
+    rows = read_rows(run_dir)
+    if not rows:
         return pd.DataFrame()
-    with path.open(newline="") as f:
-        frame = episodes_frame(list(csv.DictReader(f)))
+    frame = episodes_frame(rows)
     plans = [json.loads(p) if p else [] for p in frame["plan_stats"].fillna("")]
     frame["sim_steps"] = [sum(int(s.get("sim_steps", 0)) for s in plan) for plan in plans]
     frame["decisions"] = [len(plan) for plan in plans]

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal, TypedDict
 
+from robofleet.platform.atomic_files import write_atomic
 from robofleet.platform.errors import RobofleetError
 
 log = logging.getLogger(__name__)
@@ -190,9 +191,7 @@ def write_manifest(manifest: Manifest, path: Path) -> None:
         "path\tsize\tsha1\tneeded",
     ]
     rows += [f"{e.path}\t{e.size}\t{e.sha1}\t{int(e.needed)}" for e in manifest.entries]
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text("\n".join(rows) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "\n".join(rows) + "\n")
 
 
 def _git(git_dir: Path, *args: str, stdin: bytes | None = None) -> bytes:
@@ -363,9 +362,8 @@ def verify_tree(root: Path, manifest: Manifest | None = None, *, stamp_dir: Path
     if files != previous:
         try:
             stamp_dir.mkdir(parents=True, exist_ok=True)
-            tmp = stamp_file.with_suffix(f".{os.getpid()}.tmp")  # parallel workers may race here
-            tmp.write_text(json.dumps({"manifest": stamp_id, "root": str(root), "files": files}))
-            tmp.replace(stamp_file)
+            # parallel workers may race here: each writes its own temporary file
+            write_atomic(stamp_file, json.dumps({"manifest": stamp_id, "root": str(root), "files": files}))
         except OSError as exc:
             log.warning("could not write the asset stamp %s (%s): the next check hashes again", stamp_file, exc)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from robofleet.envs import libero_assets
 from robofleet.envs.libero_assets import AssetCheck
+from robofleet.platform.atomic_files import write_atomic
 from robofleet.platform.errors import RobofleetError
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,7 @@ def prepare_libero() -> Path:
     if not config_file.exists():
         config_dir.mkdir(parents=True, exist_ok=True)
         pkg = libero_package_dir()
-        tmp = config_file.with_suffix(".yaml.tmp")
-        tmp.write_text(_config_text(pkg, config_dir / "datasets"))
-        tmp.replace(config_file)  # atomic: parallel workers may race here
+        write_atomic(config_file, _config_text(pkg, config_dir / "datasets"))  # parallel workers may race here
     os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
     os.environ.setdefault("MUJOCO_GL", "egl")  # headless; robosuite reads it at import
     check_assets()

@@ -11,10 +11,13 @@ import os
 import platform as stdlib_platform  # robofleet.platform never shadows it: see tests/test_layout.py
 import subprocess
 import sys
+import tomllib
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 PACKAGES = ("mujoco", "robosuite", "libero", "torch", "ray", "numpy", "diffusers", "transformers")
+# Where a checkout of robofleet has its root, if this code runs from one (robofleet_checkout decides):
+# an installed copy puts it inside site-packages instead.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,8 +32,23 @@ def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str | No
     return out
 
 
+def robofleet_checkout(root: Path = REPO_ROOT) -> Path | None:
+    """`root` when it is a robofleet source tree (its pyproject.toml names the project "robofleet"),
+    else None: after a non-editable install `root` is a folder in site-packages, and git would answer
+    for whatever repository happens to enclose it (a virtualenv inside another project's checkout)."""
+    try:
+        project = tomllib.loads((Path(root) / "pyproject.toml").read_text()).get("project") or {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    return Path(root) if isinstance(project, dict) and project.get("name") == "robofleet" else None
+
+
 def git_sha(root: Path = REPO_ROOT) -> str | None:
-    """The checkout's commit, with "-dirty" when tracked files differ from it; None outside git."""
+    """The checkout's commit, with "-dirty" when tracked files differ from it; None (the recorded
+    git_sha: no sha known) when `root` is not a robofleet source tree (an installed copy), when it is
+    not in git, or when git is missing."""
+    if robofleet_checkout(root) is None:
+        return None
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:

@@ -3,11 +3,11 @@ starts, and whether the spec's replicas and env workers fit the cluster once it 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import ray
 
 from robofleet.platform.errors import SpecError
+from robofleet.platform.results import check_writable  # noqa: F401 - the output-directory check (jobs/cli.py)
 from robofleet.platform.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -49,17 +49,3 @@ def validate_before_ray(spec: RunSpec) -> None:
     from robofleet.platform.policy_context import validate_spec_policy
 
     validate_spec_policy(spec, check_files=True)
-
-
-def check_writable(directory: str | Path, what: str = "--out") -> None:
-    """RunDirError unless `directory` can be created and written (checked before Ray starts)."""
-    from robofleet.platform.results import RunDirError
-
-    path = Path(directory)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise RunDirError(f"{what} {path}: cannot write there ({exc.strerror}); choose another directory") from exc

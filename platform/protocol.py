@@ -58,8 +58,3 @@ def executed_actions(protocol: str, family: str, chunk: Sequence[T], open_loop_s
     if protocol == "reference" and family == "libero":
         return chunk[len(chunk) - n:]
     return chunk[:n]
-
-
-def uses_run_seed_for_queries(protocol: str) -> bool:
-    """True: every policy query's noise seed is the run seed (the reference's `cfg.seed`)."""
-    return protocol == "reference"

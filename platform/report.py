@@ -69,9 +69,6 @@ def success_stats(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-_stats = success_stats  # the name runner-era code used
-
-
 def episodes_frame(rows: Sequence[Mapping[str, str]]) -> pd.DataFrame:
     """Episode rows (as read from episodes.csv) as a typed DataFrame."""
     # None: the extra cells of a row appended under an older, shorter header (results.EPISODE_COLUMNS)

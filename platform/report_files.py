@@ -10,11 +10,11 @@ A run directory gets (next to spec.toml and episodes.csv):
 A sweep directory (sweep.toml, sweep.json, one run directory per grid point) gets summary.json
 (kind "sweep"), report.md, report.html, points.csv, configs.csv, tasks.csv and success.png.
 
-Every file is written to a temporary name and renamed, so a killed process never leaves half a report.
+Every file is written with atomic_files.write_atomic (a temporary name, fsynced, renamed), so a killed
+process never leaves half a report.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from robofleet.platform.atomic_files import write_atomic  # also imported from here (sweeps)
 from robofleet.platform.errors import RobofleetError
 from robofleet.platform.fingerprint import fingerprint
 from robofleet.platform.plots import Bar, steps_strip_chart, success_bar_chart
@@ -32,6 +33,7 @@ from robofleet.platform.report import (
 )
 from robofleet.platform.report_html import render_run_html, render_sweep_html
 from robofleet.platform.report_sweep import LoadedRun, combine_runs, render_sweep_markdown
+from robofleet.platform.results import read_rows  # also imported from here (compare, sweeps)
 from robofleet.platform.spec import RunSpec, load_spec
 
 
@@ -47,15 +49,6 @@ def is_sweep_dir(path: Path) -> bool:
     return (Path(path) / "sweep.toml").is_file()
 
 
-def read_rows(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of run_dir/episodes.csv (empty when it does not exist)."""
-    path = Path(run_dir) / "episodes.csv"
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def load_summary(directory: Path) -> dict[str, Any] | None:
     """directory/summary.json, or None when absent."""
     path = Path(directory) / "summary.json"
@@ -65,18 +58,6 @@ def load_summary(directory: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ReportError(f"{path}: cannot read it ({exc}); delete it and run `robofleet report` again") from exc
-
-
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write `data` to `path` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    tmp.replace(path)
-    return path
 
 
 def run_info(spec: RunSpec) -> dict[str, Any]:

@@ -10,6 +10,7 @@ Layout of a run directory:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tomllib
@@ -17,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from robofleet.platform.atomic_files import write_atomic
 from robofleet.platform.errors import RobofleetError
 from robofleet.platform.spec import RunSpec, dump_spec_toml, load_spec
 
@@ -34,6 +36,28 @@ class RunDirError(RobofleetError):
     """The output directory cannot be used (unwritable, or holds another spec's results)."""
 
 
+def check_writable(directory: str | Path, what: str = "--out") -> None:
+    """RunDirError unless `directory` can be created and written (the one write probe: RunStore claims
+    its directory with it; preflight.check_writable is this, for checks before Ray starts)."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise RunDirError(f"{what} {path}: cannot write there ({exc.strerror}); choose another directory") from exc
+
+
+def read_rows(run_dir: str | Path) -> list[dict[str, str]]:
+    """The rows of run_dir/episodes.csv (empty when it does not exist): the one reader of episodes.csv."""
+    path = Path(run_dir) / "episodes.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 class RunStore:
     """Owns one run directory. Rows are appended, flushed and fsynced one at a time, so a killed
     driver loses at most the episodes that were still running."""
@@ -44,13 +68,7 @@ class RunStore:
         self._claim(spec)
 
     def _claim(self, spec: RunSpec) -> None:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise RunDirError(f"--out {self.root}: cannot write there ({exc.strerror}); choose another directory") from exc
+        check_writable(self.root)
         spec_path = self.root / "spec.toml"
         if spec_path.exists():
             previous = load_spec(spec_path)
@@ -63,13 +81,13 @@ class RunStore:
                 )
         self._repair_tail()
         self._check_recorded_protocol(spec)
-        _write_atomically(spec_path, dump_spec_toml(spec))  # a driver killed mid-write leaves the old one
+        write_atomic(spec_path, dump_spec_toml(spec))  # a driver killed mid-write leaves the old one
         self._upgrade_header()
 
     def _check_recorded_protocol(self, spec: RunSpec) -> None:
         """Rows recorded before protocols existed ran robofleet's own (scenes and noise per episode): a
         reference-protocol spec must not resume into them."""
-        rows = self.rows()
+        rows = read_rows(self.root)
         if rows and "protocol" not in rows[0]:  # an episodes.csv from before the column existed
             recorded = {"robofleet"}
         else:
@@ -92,16 +110,13 @@ class RunStore:
         if unknown:
             raise RunDirError(f"{self.episodes_path} has columns this robofleet does not know ({sorted(unknown)}): "
                               "written by a newer version? Use a new --out directory")
-        rows = self.rows()
-        tmp = self.episodes_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=EPISODE_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in EPISODE_COLUMNS})
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.episodes_path)
+        rows = read_rows(self.root)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=EPISODE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in EPISODE_COLUMNS})
+        write_atomic(self.episodes_path, text.getvalue())
 
     def _repair_tail(self) -> None:
         """Drop what a driver killed inside `append` can leave: an empty file (killed before the header
@@ -121,13 +136,7 @@ class RunStore:
 
     def finished_ids(self) -> set[str]:
         """episode_ids already recorded (successes, failures and errors alike)."""
-        return {row["episode_id"] for row in self.rows()}
-
-    def rows(self) -> list[dict[str, str]]:
-        if not self.episodes_path.exists():
-            return []
-        with self.episodes_path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        return {row["episode_id"] for row in read_rows(self.root)}
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Write one episode row durably (flush + fsync) before returning."""
@@ -142,24 +151,6 @@ class RunStore:
             writer.writerow({k: _cell(row.get(k)) for k in EPISODE_COLUMNS})
             f.flush()
             os.fsync(f.fileno())
-
-    def write_json(self, name: str, data: Any) -> Path:
-        path = self.root / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
-        tmp.replace(path)
-        return path
-
-    def write_text(self, name: str, text: str) -> Path:
-        path = self.root / name
-        path.write_text(text)
-        return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _cell(value: Any) -> Any:

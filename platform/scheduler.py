@@ -1,5 +1,10 @@
 """The scheduling loop of one run: one episode per idle env worker, a dead worker's episode retried on
-a new one, each finished episode's row (and video) recorded durably before the next is scheduled."""
+a new one, each finished episode's row (and video) recorded durably before the next is scheduled.
+
+"Dead" is planners/retry.is_infrastructure_failure, the rule the planners retry by: the worker's actor,
+node, raylet or result object is gone (RayActorError, NodeDiedError, ObjectLostError,
+WorkerCrashedError, ...). An exception of the episode's own code is the episode's `error` (the episode
+loop records it); one that escapes EnvWorker.run (a RayTaskError) is not retried and stops the run."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError
 from tqdm import tqdm
 
+from robofleet.planners.retry import is_infrastructure_failure
 from robofleet.platform.episode_loop import utc_now
 from robofleet.platform.episodes import EpisodeSpec
 from robofleet.platform.errors import RobofleetError
@@ -86,8 +91,11 @@ def _schedule(spec: RunSpec, store: RunStore, todo: list[EpisodeSpec], already: 
             job = in_flight.pop(ref)
             try:
                 row = ray.get(ref)
-            except RayActorError as exc:
-                log.warning("worker %d died during %s (attempt %d): %s", job.worker_index, job.episode.episode_id, job.attempt, exc)
+            except Exception as exc:  # noqa: BLE001 - classified below; anything else is re-raised
+                if not is_infrastructure_failure(exc):
+                    raise
+                log.warning("worker %d died during %s (attempt %d): %s: %s", job.worker_index, job.episode.episode_id,
+                            job.attempt, type(exc).__name__, exc)
                 alive = pool.replace(job.worker_index)
                 if job.attempt < spec.run.max_attempts:
                     if alive:

@@ -179,7 +179,7 @@ def _old_run_dir(root, spec):
 
 
 def test_a_run_directory_from_before_protocols_resumes_only_under_its_own_protocol(tmp_path):
-    from robofleet.platform.results import RunDirError, RunStore
+    from robofleet.platform.results import RunDirError, RunStore, read_rows
 
     own = spec_from_dict(small_spec(protocol="robofleet"))
     _old_run_dir(tmp_path / "run", own)
@@ -187,7 +187,7 @@ def test_a_run_directory_from_before_protocols_resumes_only_under_its_own_protoc
         RunStore(tmp_path / "run", spec_from_dict(small_spec()))
     store = RunStore(tmp_path / "run", own)  # resumes, and the header is upgraded so new rows line up
     store.append({"episode_id": "libero/libero_object/task00/trial001/seed7", "success": 0, "protocol": "robofleet"})
-    rows = store.rows()
+    rows = read_rows(store.root)
     assert [r["episode_id"][-14:] for r in rows] == ["trial000/seed7", "trial001/seed7"]
     assert rows[0]["protocol"] == "" and rows[1]["protocol"] == "robofleet" and rows[1]["success"] == "0"
 

@@ -89,10 +89,6 @@ class Fp8Linear(nn.Module):
             out = out + self.bias.to(x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
 
-    def dequantized_weight(self) -> torch.Tensor:
-        """The weight this layer multiplies by, (out, in) float32."""
-        return self.weight.float() * self.weight_scale.t()
-
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, e4m3 rowwise"
 
