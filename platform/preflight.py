@@ -28,6 +28,9 @@ def check_resources(spec: RunSpec, n_workers: int) -> int:
         raise SpecError("serving.replicas", f"{s.replicas} replicas need {replica_gpus:g} GPUs; the cluster has {gpus:g} "
                         "(lower serving.replicas or serving.gpus_per_replica, 0 for CPU replicas, or add GPU nodes)")
     free = cpus - s.replicas * s.cpus_per_replica
+    if free < spec.run.cpus_per_worker and s.replicas == 0:
+        raise SpecError("run.cpus_per_worker", f"an env worker needs {spec.run.cpus_per_worker:g} CPUs; the cluster has "
+                                               f"{cpus:g} (lower run.cpus_per_worker or add nodes)")
     if free < spec.run.cpus_per_worker:
         raise SpecError(
             "serving.cpus_per_replica",

@@ -58,3 +58,44 @@ def test_the_contracts_catch_a_leak(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "robofleet.envs.leak -> robofleet.planners.direct" in result.stdout
+
+
+def _seams() -> list[str]:
+    """The seam modules named in .importlinter's "seams" contract."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / ".importlinter")
+    return config["importlinter:contract:seams"]["source_modules"].split()
+
+
+def _robofleet_imports(path: Path) -> set[str]:
+    """Every robofleet module a file imports, at module level or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("robofleet")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("robofleet"):
+            found.add(node.module)
+    return found
+
+
+def _seam_leaks(seams: list[str], files: dict[str, Path]) -> dict[str, set[str]]:
+    return {seam: leaks for seam in seams if (leaks := _robofleet_imports(files[seam]) - set(seams))}
+
+
+def test_seam_modules_import_only_other_seams():
+    """The forbidden contract lists a few modules; this checks every robofleet import of every seam."""
+    seams = _seams()
+    files = {seam: REPO / Path(*seam.split(".")[1:]).with_suffix(".py") for seam in seams}
+    assert all(f.exists() for f in files.values()), files
+    assert _seam_leaks(seams, files) == {}
+
+
+def test_the_seam_check_catches_a_seam_importing_a_layer(tmp_path):
+    seam = tmp_path / "contract.py"
+    seam.write_text("def later():\n    from robofleet.platform.report import write\n")
+    assert _seam_leaks(["robofleet.envs.contract"], {"robofleet.envs.contract": seam}) == {
+        "robofleet.envs.contract": {"robofleet.platform.report"}}

@@ -233,6 +233,7 @@ def test_a_sweep_with_a_failed_run_exits_1_naming_it_whatever_the_error_rate(ray
     assert status == 1, printed.err  # 2 is for specs and options refused before anything ran
     assert "cpus_per_worker64: 0/0 (-), failed" in printed.out and str(out / "report.md") in printed.out
     assert "robofleet: error: 1 of 1 runs failed: cpus_per_worker64: " in printed.err  # run_sweep's SweepError
+    assert "run.cpus_per_worker: an env worker needs 64 CPUs" in printed.err  # the key at fault, not serving's
     assert (f"1 of 1 runs did not complete: cpus_per_worker64 (failed: its error is in failed_points of "
             f"{out / 'sweep.json'} and in {out / 'report.md'}); exit status 1") in printed.err
     assert "cpus_per_worker64" in json.loads((out / "sweep.json").read_text())["failed_points"]
