@@ -110,7 +110,7 @@ def incomplete_exit_status(summary: dict, out: Path) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from robofleet.jobs.sweep import load_any
-    from robofleet.platform.preflight import check_writable, validate_before_ray
+    from robofleet.platform.preflight import check_writable
     from robofleet.platform.runner import run
 
     check_overrides(args)
@@ -126,9 +126,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_writable(out)
     if spec.sweep is not None:
         from robofleet.jobs.sweep_runner import SweepError, run_sweep
-
-        for point in spec.sweep.points:  # every point's files, before the first point starts Ray
-            validate_before_ray(point.spec)
 
         try:
             summary = run_sweep(spec.sweep, out, workers=args.workers, address=args.address, videos=args.videos,

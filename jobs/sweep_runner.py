@@ -88,6 +88,7 @@ def run_sweep(sweep: SweepSpec, out: str | Path, workers: int | None = None, add
     workers / address / videos / progress: as runner.run, for every point.
     """
     from robofleet.platform.cluster import connect
+    from robofleet.platform.preflight import validate_before_ray
     from robofleet.platform.runner import run
 
     out = Path(out)
@@ -95,6 +96,8 @@ def run_sweep(sweep: SweepSpec, out: str | Path, workers: int | None = None, add
         blind = [p.name for p in sweep.points if not p.spec.env.render_cameras]
         if blind:
             raise SpecError("--videos", f"needs cameras, but env.render_cameras = false in runs {', '.join(blind)}")
+    for point in sweep.points:  # every point's files, before the first point starts Ray (run() does not again)
+        validate_before_ray(point.spec)
     check_out_dir(sweep, out)
     out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, str] = {}
@@ -106,7 +109,8 @@ def run_sweep(sweep: SweepSpec, out: str | Path, workers: int | None = None, add
         for point in todo:
             point_dir = out / point.name
             try:
-                run(point.spec, point_dir, workers=workers, address=address, videos=videos, progress=progress)
+                run(point.spec, point_dir, workers=workers, address=address, videos=videos, progress=progress,
+                    validated=True)
             except RobofleetError as exc:
                 log.error("sweep %s: run %s failed: %s", sweep.name, point.name, exc)
                 failed[point.name] = f"{type(exc).__name__}: {exc}"

@@ -3,6 +3,7 @@ starts, and whether the spec's replicas and env workers fit the cluster once it 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import ray
 
@@ -44,6 +45,12 @@ def check_resources(spec: RunSpec, n_workers: int) -> int:
                     fit, n_workers, free, spec.run.cpus_per_worker, fit)
         return fit
     return n_workers
+
+
+def check_videos(spec: RunSpec, videos: Any) -> None:
+    """--videos needs the spec's cameras rendered."""
+    if videos and not spec.env.render_cameras:
+        raise SpecError("--videos", "needs cameras: set env.render_cameras = true or drop --videos")
 
 
 def validate_before_ray(spec: RunSpec) -> None:

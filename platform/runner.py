@@ -22,10 +22,10 @@ from robofleet.platform import replica_fleet
 from robofleet.platform.cluster import connect
 from robofleet.platform.episode_loop import utc_now
 from robofleet.platform.episodes import expand_episodes
-from robofleet.platform.errors import RobofleetError, SpecError
+from robofleet.platform.errors import RobofleetError
 from robofleet.platform.fingerprint import fingerprint
 from robofleet.platform.node_check import check_nodes
-from robofleet.platform.preflight import check_resources, validate_before_ray
+from robofleet.platform.preflight import check_resources, check_videos, validate_before_ray
 from robofleet.platform.report_files import Invocation, write_run_report
 from robofleet.platform.results import RunStore
 from robofleet.platform.rollout_video import VideoPolicy
@@ -36,18 +36,21 @@ log = logging.getLogger(__name__)
 
 
 def run(spec: RunSpec, out_dir: str | Path, workers: int | None = None, address: str | None = None,
-        videos: int | VideoPolicy = 0, progress: bool = True, command: str | None = None) -> dict[str, Any]:
+        videos: int | VideoPolicy = 0, progress: bool = True, command: str | None = None,
+        validated: bool = False) -> dict[str, Any]:
     """Run (or resume) every episode of `spec` into `out_dir`; returns the summary.
 
     videos: which episodes get an mp4 (an int K: the first K trials per task; a VideoPolicy, e.g.
         VideoPolicy.parse("failures:2"): platform/rollout_video.py).
     command: the command line that started this run (shown in summary.json and the reports).
+    validated: the caller has run check_videos and validate_before_ray on this spec (a sweep checks all
+        its points before the first starts), so they are not run again.
     """
     if workers is not None:
         spec = with_workers(spec, workers, "workers")
-    if videos and not spec.env.render_cameras:
-        raise SpecError("--videos", "needs cameras: set env.render_cameras = true or drop --videos")
-    validate_before_ray(spec)  # before the run directory is claimed: a fixed spec must not be refused there
+    if not validated:
+        check_videos(spec, videos)
+        validate_before_ray(spec)  # before the run directory is claimed: a fixed spec must not be refused there
     fresh = not (Path(out_dir) / "spec.toml").exists()
     store = RunStore(out_dir, spec)
     episodes = expand_episodes(spec)

@@ -223,6 +223,29 @@ def test_a_failing_run_is_recorded_and_the_sweep_reports_it(ray_cluster, tmp_pat
     assert "cpus_per_worker64 failed" in (tmp_path / "report.md").read_text()
 
 
+def test_each_point_is_validated_once_and_all_before_the_first_starts(ray_cluster, tmp_path, monkeypatch):
+    import robofleet.platform.preflight as preflight
+    import robofleet.platform.runner as runner
+
+    checked: list[str] = []
+    real = preflight.validate_before_ray
+
+    def counting(spec):
+        checked.append(spec.name)
+        return real(spec)
+
+    monkeypatch.setattr(preflight, "validate_before_ray", counting)  # what run_sweep calls
+    monkeypatch.setattr(runner, "validate_before_ray", counting)  # what run() would call again
+    started: list[int] = []
+    monkeypatch.setattr(runner, "check_resources", lambda spec, n: started.append(len(checked)) or preflight.check_resources(spec, n))
+    # two seeds, both points too big to fit: each fails at the cluster check, after every point's files were checked
+    sweep = sweep_from_dict(sweep_doc(sweep={"seeds": [0, 1]}, grid=[{"run": {"cpus_per_worker": [64]}}]))
+    with pytest.raises(SweepError, match="2 of 2 runs failed"):
+        run_sweep(sweep, tmp_path, progress=False)
+    assert len(checked) == 2, checked  # once per point
+    assert started == [2, 2], "both points were checked before the first reached the cluster"
+
+
 def test_a_sweep_with_a_failed_run_exits_1_naming_it_whatever_the_error_rate(ray_cluster, tmp_path, capsys):
     from robofleet.jobs.cli import main
 
