@@ -110,7 +110,7 @@ def incomplete_exit_status(summary: dict, out: Path) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from robofleet.jobs.sweep import load_any
-    from robofleet.platform.preflight import check_writable
+    from robofleet.platform.results import check_writable
     from robofleet.platform.runner import run
 
     check_overrides(args)

@@ -26,7 +26,9 @@ from typing import Any
 from robofleet.jobs.sweep import SweepSpec, sweep_from_dict
 from robofleet.platform.errors import RobofleetError, SpecError
 from robofleet.jobs.sweep_report import write_sweep_report
-from robofleet.platform.report_files import read_rows, write_atomic, write_run_report
+from robofleet.platform.atomic_files import write_atomic
+from robofleet.platform.report_files import write_run_report
+from robofleet.platform.results import read_rows
 from robofleet.platform.results import RunDirError
 from robofleet.platform.spec import load_spec, parse_spec_toml
 

@@ -22,7 +22,8 @@ from scipy.stats import binomtest
 
 from robofleet.platform.errors import RobofleetError
 from robofleet.platform.report import episodes_frame, fingerprint_differences, pct
-from robofleet.platform.report_files import is_run_dir, is_sweep_dir, load_summary, read_rows
+from robofleet.platform.report_files import is_run_dir, is_sweep_dir, load_summary
+from robofleet.platform.results import read_rows
 from robofleet.platform.spec import load_spec
 
 # An episode's identity across runs: (env family, suite, task, trial, sweep seed).

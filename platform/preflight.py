@@ -8,7 +8,6 @@ from typing import Any
 import ray
 
 from robofleet.platform.errors import SpecError
-from robofleet.platform.results import check_writable  # noqa: F401 - the output-directory check (jobs/cli.py)
 from robofleet.platform.spec import RunSpec
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from robofleet.platform.report import (
 )
 from robofleet.platform.report_html import render_run_html, render_sweep_html
 from robofleet.platform.report_sweep import LoadedRun, combine_runs, render_sweep_markdown
-from robofleet.platform.results import read_rows  # also imported from here (compare, sweeps)
+from robofleet.platform.results import read_rows
 from robofleet.platform.spec import RunSpec, load_spec
 
 

@@ -38,7 +38,7 @@ class RunDirError(RobofleetError):
 
 def check_writable(directory: str | Path, what: str = "--out") -> None:
     """RunDirError unless `directory` can be created and written (the one write probe: RunStore claims
-    its directory with it; preflight.check_writable is this, for checks before Ray starts)."""
+    its directory with it, and the CLI checks --out with it before Ray starts)."""
     path = Path(directory)
     try:
         path.mkdir(parents=True, exist_ok=True)

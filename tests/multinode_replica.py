@@ -41,7 +41,7 @@ KEY = ("episode_id", "success", "steps", "queries", "final_state", "error", "att
 
 
 def rows(out: Path) -> list[dict]:
-    from robofleet.platform.report_files import read_rows
+    from robofleet.platform.results import read_rows
 
     return read_rows(out)
 

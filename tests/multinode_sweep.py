@@ -30,7 +30,7 @@ SPEC = {
 
 
 def rows(out: Path) -> list[dict]:
-    from robofleet.platform.report_files import read_rows
+    from robofleet.platform.results import read_rows
 
     return read_rows(out)
 
