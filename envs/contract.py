@@ -11,6 +11,8 @@ from typing import Any, Mapping, Protocol
 
 import numpy as np
 
+from robofleet.platform.errors import EpisodeError
+
 
 # Each family's cameras by role: role -> the `Observation.images` key its adapter fills. Policies speak
 # roles ("wrist", "primary", ...) and look the keys up here, so a model never hard-codes an env's
@@ -79,3 +81,13 @@ class Env(Protocol):
 
     # Optional: `snapshot() -> Any` and `restore(snapshot)`: what stepping on reads beyond get_state()
     # (planners/simulator_state.py uses them so that the oracle's playouts restore exactly).
+
+
+def check_action(action: Any, dim: int) -> np.ndarray:
+    """An action as every adapter takes it: a finite float64 (dim,) array, or EpisodeError naming what is wrong."""
+    action = np.asarray(action, dtype=np.float64).reshape(-1)
+    if action.shape != (dim,):
+        raise EpisodeError(f"action must have shape ({dim},), got {action.shape}")
+    if not np.all(np.isfinite(action)):
+        raise EpisodeError(f"non-finite action {action.tolist()}")
+    return action

@@ -18,7 +18,7 @@ import numpy as np
 
 from robofleet.envs import robosuite_snapshot
 from robofleet.envs.camera_gate import CameraGate
-from robofleet.envs.contract import CAMERA_KEYS, Observation, Step
+from robofleet.envs.contract import CAMERA_KEYS, Observation, Step, check_action
 from robofleet.envs.libero_setup import prepare_libero
 from robofleet.envs.libero_tasks import load_suite
 from robofleet.envs.libero_suites import DUMMY_ACTION, LIBERO_SUITES, WAIT_STEPS
@@ -134,11 +134,7 @@ class LiberoEnv:
 
     def step(self, action: np.ndarray, render: bool = True) -> Step:
         """render=False: skip the camera renders of this step (Observation.images is then empty)."""
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (ACTION_DIM,):
-            raise EpisodeError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise EpisodeError(f"non-finite action {action.tolist()}")
+        action = check_action(action, ACTION_DIM)
         raw, reward, done, info = self._raw_step(action.tolist(), render)
         return Step(obs=self._observation(raw, with_images=render), success=bool(done),
                     info={"reward": float(reward)})

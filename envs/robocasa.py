@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from robofleet.envs.contract import Observation
+from robofleet.envs.contract import Observation, check_action
 from robofleet.envs.robocasa_tasks import (
     BODY_PART_ORDERING,
     CAMERAS,
@@ -36,7 +36,7 @@ from robofleet.envs.robocasa_tasks import (
     scene_for_trial,
     wait_action,
 )
-from robofleet.envs.robosuite15 import RobosuiteSimEnv, check_action, robosuite_observation
+from robofleet.envs.robosuite15 import RobosuiteSimEnv, robosuite_observation
 from robofleet.platform.errors import RobofleetError
 
 log = logging.getLogger(__name__)

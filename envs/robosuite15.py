@@ -29,7 +29,7 @@ import numpy as np
 
 from robofleet.envs import robosuite_snapshot
 from robofleet.envs.camera_gate import CameraGate
-from robofleet.envs.contract import Observation, Step
+from robofleet.envs.contract import Observation, Step, check_action
 from robofleet.envs.robosuite_tasks import (
     ACTION_DIM,
     DEFAULT_CAMERAS,
@@ -86,16 +86,6 @@ def reseed(env: Any, seed: int) -> None:
             continue
         sampler.rng = env.rng
         samplers.extend(getattr(sampler, "samplers", {}).values())
-
-
-def check_action(action: np.ndarray, dim: int) -> np.ndarray:
-    """A finite float64 (dim,) action, or EpisodeError naming what is wrong."""
-    action = np.asarray(action, dtype=np.float64).reshape(-1)
-    if action.shape != (dim,):
-        raise EpisodeError(f"action must have shape ({dim},), got {action.shape}")
-    if not np.all(np.isfinite(action)):
-        raise EpisodeError(f"non-finite action {action.tolist()}")
-    return action
 
 
 class RobosuiteSimEnv:
