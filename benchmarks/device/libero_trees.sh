@@ -19,6 +19,11 @@ if [ ! -d /root/site/libero ]; then
   done
   ln -sfn /root/orig /root/site/libero/libero/assets
 fi
+# Stage p5 (optional, carried after p4): every XML file of both trees. Without it the XMLs a task does not
+# list stay empty placeholders, and a robofleet run's scene build fails parsing one (its arena, say).
+for tree in orig sta; do
+  [ -f "/root/stage/xml_$tree.tar.xz" ] && tar xJf "/root/stage/xml_$tree.tar.xz" -C "/root/${tree/sta/standin}"
+done
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
