@@ -71,6 +71,7 @@ def run_side(args: argparse.Namespace, side: str, out_dir: Path) -> dict[str, An
     rows = read_rows(out_dir)
     wall = sum(float(r["wall_s"]) for r in rows)
     policy_s = sum(float(r["policy_s"]) for r in rows)
+    decisions = sum(int(r["queries"]) for r in rows)
     figures = summary["figures"]["this_invocation"]
     return {
         "planner": planner_table(side, args.n),
@@ -78,12 +79,12 @@ def run_side(args: argparse.Namespace, side: str, out_dir: Path) -> dict[str, An
         "errors": sum(1 for r in rows if r["error"]),
         "error_examples": sorted({r["error"].strip()[-600:] for r in rows if r["error"]})[:3],
         "env_steps": sum(int(r["steps"]) for r in rows),
-        "decisions": sum(int(r["queries"]) for r in rows),
+        "decisions": decisions,
         "episodes_per_hour": figures["episodes_per_hour"],
         "env_steps_per_s": figures["env_steps_per_s"],
         "decisions_per_s": figures["chunks_per_s"],
         "planning_share_of_episode_wall": policy_s / wall if wall else None,
-        "decision_s_mean": policy_s / max(1, sum(int(r["queries"]) for r in rows)),
+        "decision_s_mean": policy_s / max(1, decisions),
         "replicas": summary["figures"].get("replicas", []),
         "fingerprint": summary["fingerprint"],
     }

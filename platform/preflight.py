@@ -28,10 +28,10 @@ def check_resources(spec: RunSpec, n_workers: int) -> int:
         raise SpecError("serving.replicas", f"{s.replicas} replicas need {replica_gpus:g} GPUs; the cluster has {gpus:g} "
                         "(lower serving.replicas or serving.gpus_per_replica, 0 for CPU replicas, or add GPU nodes)")
     free = cpus - s.replicas * s.cpus_per_replica
-    if free < spec.run.cpus_per_worker and s.replicas == 0:
-        raise SpecError("run.cpus_per_worker", f"an env worker needs {spec.run.cpus_per_worker:g} CPUs; the cluster has "
-                                               f"{cpus:g} (lower run.cpus_per_worker or add nodes)")
     if free < spec.run.cpus_per_worker:
+        if not s.replicas:  # the worker alone is too big: say so, not what replicas would leave
+            raise SpecError("run.cpus_per_worker", f"an env worker needs {spec.run.cpus_per_worker:g} CPUs; the "
+                                                   f"cluster has {cpus:g} (lower run.cpus_per_worker or add nodes)")
         raise SpecError(
             "serving.cpus_per_replica",
             f"{s.replicas} replicas x {s.cpus_per_replica:g} CPUs leave {max(free, 0):g} of the cluster's {cpus:g} CPUs; "
